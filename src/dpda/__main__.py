@@ -1,0 +1,3 @@
+from dpda.cli.main import main
+
+raise SystemExit(main())
