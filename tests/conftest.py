@@ -1,0 +1,32 @@
+"""Shared fixtures.
+
+Parity tests read the reference outputs of the original implementations from
+``$DPDA_REFERENCE_DIR`` (default ``../shared/reference`` beside the checkout).
+They skip when it is absent, unless ``DPDA_REQUIRE_REFERENCE=1`` (set by
+``.ci/run``), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _reference_root() -> Path:
+    env = os.environ.get("DPDA_REFERENCE_DIR")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "reference"
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    root = _reference_root()
+    if not root.is_dir():
+        msg = f"reference outputs not found at {root} (set DPDA_REFERENCE_DIR)"
+        if os.environ.get("DPDA_REQUIRE_REFERENCE") == "1":
+            pytest.fail(msg + "; DPDA_REQUIRE_REFERENCE=1 forbids skipping parity tests")
+        pytest.skip(msg)
+    return root
