@@ -22,8 +22,8 @@ def main() -> None:
     key_lines, score_lines = [], []
     n = 0
     for codec, c_shift in CODECS.items():
-        for i in range(40):
-            spoof = i >= 10  # 10 bona fide and 30 spoof trials per codec
+        for i in range(100):
+            spoof = i >= 25  # 25 bona fide and 75 spoof trials per codec
             attack = list(ATTACKS)[i % len(ATTACKS)] if spoof else "-"
             spk = f"LA_{rng.integers(1, 60):04d}"
             utt = f"LA_E_{1000000 + n:07d}"
