@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dpda.metrics import act_dcf, asv_operating_point, cllr, compute_eer, det_curve, min_dcf, min_tdcf_2021, tdcf_2021_weights
+from dpda.metrics import (
+    act_dcf,
+    asv_operating_point,
+    cllr,
+    compute_eer,
+    det_curve,
+    min_dcf,
+    min_tdcf_2021,
+    tdcf_2021_weights,
+)
 
 
 def test_eer_hand_computed():

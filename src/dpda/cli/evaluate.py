@@ -67,7 +67,12 @@ def _filters(args: argparse.Namespace) -> Dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dpda.evaluation import evaluate_scores, join_scores, read_asv_scores, read_scores
+    from dpda.evaluation import (
+        evaluate_scores,
+        join_scores,
+        read_asv_scores,
+        read_scores,
+    )
 
     if args.asv_key and not args.asv_scores:
         raise DpdaError("--asv-key needs --asv-scores")

@@ -18,7 +18,15 @@ import importlib
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from dpda.data.manifest import BONAFIDE, LABEL_TO_INDEX, LABELS, SPOOF, Manifest, Utterance, duplicate_problems
+from dpda.data.manifest import (
+    BONAFIDE,
+    LABEL_TO_INDEX,
+    LABELS,
+    SPOOF,
+    Manifest,
+    Utterance,
+    duplicate_problems,
+)
 from dpda.errors import PathLike, Problem, ProtocolError
 
 #: format name -> module under ``dpda.data`` that parses it
