@@ -22,6 +22,16 @@ def _reference_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def minibench_dir() -> Path:
+    """``$DPDA_MINIBENCH_DIR`` or ``../shared/minibench``; tests using it skip when absent."""
+    env = os.environ.get("DPDA_MINIBENCH_DIR")
+    root = Path(env) if env else REPO_ROOT.parent / "shared" / "minibench"
+    if not (root / "protocols").is_dir():
+        pytest.skip(f"minibench corpus not found at {root} (set DPDA_MINIBENCH_DIR)")
+    return root
+
+
+@pytest.fixture(scope="session")
 def reference_dir() -> Path:
     root = _reference_root()
     if not root.is_dir():
