@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from dpda.errors import AudioError
+from dpda.errors import AudioError, PathLike
 
-PathLike = Union[str, Path]
 
 #: soxr quality preset used for resampling ("VHQ": very high quality).
 RESAMPLE_QUALITY = "VHQ"
