@@ -15,7 +15,6 @@ signal has shape ``(T,)``; a multi-channel one has shape ``(C, T)``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
