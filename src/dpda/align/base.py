@@ -1,0 +1,149 @@
+"""Common machinery of the gradient aligners.
+
+Every aligner here combines k task gradients ``grads`` (a ``(k, P)`` tensor)
+into one update ``(P,)``. All methods implemented (mean, sum, PCGrad, GradVac,
+CAGrad, MGDA) produce an update that is a linear combination of the original
+gradients, with coefficients that depend only on their inner products. So an
+aligner works in two steps:
+
+1. the ``(k, k)`` Gram matrix ``G = grads @ grads.T`` (one pass over the
+   gradients; float32 accumulation, coefficient algebra in float64);
+2. a small ``(k, k)`` problem gives a coefficient matrix ``alpha`` whose row
+   ``i`` expresses the modified gradient of task ``i`` in the basis of the
+   original gradients (``g_i' = sum_m alpha[i, m] g_m``);
+
+and the update is ``reduce_i(alpha) @ grads`` (mean or sum over tasks). No
+``(k, P)`` copy of the gradients is ever made: the extra memory is the ``(P,)``
+result. This is mathematically identical to the per-vector loops of the
+original implementations (which project, clone and re-concatenate every
+gradient), and matches their outputs to float32 rounding.
+
+Entries where some task has no gradient (``has_grad`` False, e.g. a parameter
+that only one path uses) follow the paper code: they are merged with the
+*sum* of the tasks' modified gradients instead of the reduction (PCGrad,
+GradVac), as in the public code; see each aligner.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+
+Segments = Sequence[Tuple[int, int]]
+
+
+def as_grad_matrix(grads: torch.Tensor) -> torch.Tensor:
+    """Validate a ``(k, P)`` gradient matrix; low-precision grads are upcast to float32."""
+    if not isinstance(grads, torch.Tensor):
+        raise TypeError(f"grads must be a torch.Tensor of shape (k, P), got {type(grads).__name__}")
+    if grads.dim() != 2 or grads.shape[0] < 1:
+        raise ValueError(f"grads must have shape (k, P) with k >= 1 tasks, got {tuple(grads.shape)}")
+    if not grads.is_floating_point():
+        raise TypeError(f"grads must be floating point, got {grads.dtype}")
+    if grads.dtype in (torch.float16, torch.bfloat16):
+        grads = grads.float()
+    return grads
+
+
+def gram_matrix(grads: torch.Tensor) -> torch.Tensor:
+    """``(k, k)`` float64 Gram matrix of the rows of ``grads`` (accumulated in the grads' dtype)."""
+    return (grads @ grads.T).double()
+
+
+def pair_stats(gram: torch.Tensor) -> Dict[str, Any]:
+    """Conflict statistics of task gradients from their Gram matrix.
+
+    For k = 2: ``dot``, ``cos``, ``norms`` and ``conflict`` (dot < 0). For
+    k > 2: ``cos_matrix``, ``norms`` and ``conflict`` (any negative pair).
+    """
+    g = gram.detach().cpu()
+    norms = g.diagonal().clamp_min(0).sqrt()
+    denom = torch.outer(norms, norms)
+    cos = torch.where(denom > 0, g / denom.clamp_min(1e-300), torch.zeros_like(g))
+    k = g.shape[0]
+    if k == 2:
+        return {
+            "dot": float(g[0, 1]),
+            "cos": float(cos[0, 1]),
+            "norms": [float(norms[0]), float(norms[1])],
+            "conflict": bool(g[0, 1] < 0),
+        }
+    off = ~torch.eye(k, dtype=torch.bool)
+    return {"cos_matrix": cos.tolist(), "norms": norms.tolist(), "conflict": bool((g[off] < 0).any())}
+
+
+def combine(
+    grads: torch.Tensor,
+    alpha: torch.Tensor,
+    reduction: str,
+    has_grad: Optional[torch.Tensor] = None,
+    nonshared: str = "sum",
+) -> torch.Tensor:
+    """Update ``reduce_i(alpha[i]) @ grads``; ``alpha`` is ``(k, k)`` (float64).
+
+    ``reduction`` is ``"mean"`` or ``"sum"`` over tasks. Where ``has_grad``
+    (``(k, P)`` bool) is False for some task, ``nonshared`` decides: ``"sum"``
+    (sum of the modified gradients) or ``"first"`` (task 0's original gradient).
+    """
+    if reduction == "mean":
+        weights = alpha.mean(dim=0)
+    elif reduction == "sum":
+        weights = alpha.sum(dim=0)
+    else:
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    out = weights.to(grads.dtype).to(grads.device) @ grads
+    if has_grad is not None:
+        shared = has_grad.all(dim=0)
+        if not bool(shared.all()):
+            if nonshared == "sum":
+                other = alpha.sum(dim=0).to(grads.dtype).to(grads.device) @ grads[:, ~shared]
+            elif nonshared == "first":
+                other = grads[0, ~shared]
+            else:
+                raise ValueError(f"nonshared must be 'sum' or 'first', got {nonshared!r}")
+            out[~shared] = other
+    return out
+
+
+class Aligner:
+    """Base class: ``aligner(grads, has_grad=None, segments=None) -> (P,)`` update.
+
+    ``last_stats`` holds the statistics of the last call (a dict of Python
+    numbers). Stateless aligners have empty ``state_dict()``.
+    """
+
+    name = "aligner"
+
+    def __init__(self) -> None:
+        self.last_stats: Dict[str, Any] = {}
+
+    def __call__(
+        self,
+        grads: torch.Tensor,
+        has_grad: Optional[torch.Tensor] = None,
+        segments: Optional[Segments] = None,
+    ) -> torch.Tensor:
+        grads = as_grad_matrix(grads)
+        if has_grad is not None and has_grad.shape != grads.shape:
+            raise ValueError(f"has_grad must have the shape of grads {tuple(grads.shape)}, got {tuple(has_grad.shape)}")
+        with torch.no_grad():
+            out, stats = self._align(grads, has_grad, segments)
+        self.last_stats = stats
+        return out
+
+    def _align(self, grads, has_grad, segments) -> Tuple[torch.Tensor, Dict[str, Any]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{self.name} is stateless; unexpected state keys {sorted(state)}")
+
+    def reset(self) -> None:
+        """Forget any state (GradVac's EMA targets)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
