@@ -134,3 +134,26 @@ def test_build_aligner_errors():
         build_aligner("pcgrad")(torch.zeros(5))
     with pytest.raises(ValueError, match="stateless"):
         build_aligner("pcgrad").load_state_dict({"rho": 1})
+
+
+@pytest.mark.parametrize("name", ["none", "sum", "pcgrad", "gradvac", "cagrad", "mgda"])
+def test_inplace_writes_the_same_update_into_the_first_row(name):
+    g = torch.randn(2, 100, generator=torch.Generator().manual_seed(6))
+    g[1] -= 1.5 * g[0]
+    expected = build_aligner(name)(g.clone())
+    buf = g.clone()
+    out = build_aligner(name)(buf, inplace=True)
+    assert out.data_ptr() == buf[0].data_ptr()
+    torch.testing.assert_close(buf[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_inplace_with_partial_gradients():
+    g = torch.randn(2, 50, generator=torch.Generator().manual_seed(7))
+    has = torch.ones(2, 50, dtype=torch.bool)
+    has[1, 40:] = False
+    g[1, 40:] = 0
+    for name in ("pcgrad", "cagrad"):
+        expected = build_aligner(name)(g.clone(), has_grad=has)
+        buf = g.clone()
+        build_aligner(name)(buf, has_grad=has, inplace=True)
+        torch.testing.assert_close(buf[0], expected, rtol=1e-5, atol=1e-6)

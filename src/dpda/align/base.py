@@ -73,18 +73,33 @@ def pair_stats(gram: torch.Tensor) -> Dict[str, Any]:
     return {"cos_matrix": cos.tolist(), "norms": norms.tolist(), "conflict": bool((g[off] < 0).any())}
 
 
+def weighted_sum(grads: torch.Tensor, weights: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """``weights @ grads``; with ``inplace`` the result overwrites (and is) ``grads[0]``."""
+    w = weights.to(torch.float64).tolist()
+    if not inplace:
+        return weights.to(grads.dtype).to(grads.device) @ grads
+    out = grads[0]
+    out.mul_(w[0])
+    for m in range(1, grads.shape[0]):
+        if w[m] != 0.0:
+            out.add_(grads[m], alpha=w[m])
+    return out
+
+
 def combine(
     grads: torch.Tensor,
     alpha: torch.Tensor,
     reduction: str,
     has_grad: Optional[torch.Tensor] = None,
     nonshared: str = "sum",
+    inplace: bool = False,
 ) -> torch.Tensor:
     """Update ``reduce_i(alpha[i]) @ grads``; ``alpha`` is ``(k, k)`` (float64).
 
     ``reduction`` is ``"mean"`` or ``"sum"`` over tasks. Where ``has_grad``
     (``(k, P)`` bool) is False for some task, ``nonshared`` decides: ``"sum"``
     (sum of the modified gradients) or ``"first"`` (task 0's original gradient).
+    With ``inplace`` the update is written into ``grads[0]`` (no new ``(P,)`` tensor).
     """
     if reduction == "mean":
         weights = alpha.mean(dim=0)
@@ -92,23 +107,30 @@ def combine(
         weights = alpha.sum(dim=0)
     else:
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    out = weights.to(grads.dtype).to(grads.device) @ grads
+    other = mask = None
     if has_grad is not None:
         shared = has_grad.all(dim=0)
         if not bool(shared.all()):
+            mask = ~shared
             if nonshared == "sum":
-                other = alpha.sum(dim=0).to(grads.dtype).to(grads.device) @ grads[:, ~shared]
+                other = alpha.sum(dim=0).to(grads.dtype).to(grads.device) @ grads[:, mask]
             elif nonshared == "first":
-                other = grads[0, ~shared]
+                other = grads[0, mask].clone()
             else:
                 raise ValueError(f"nonshared must be 'sum' or 'first', got {nonshared!r}")
-            out[~shared] = other
+    out = weighted_sum(grads, weights, inplace)
+    if mask is not None:
+        out[mask] = other
     return out
 
 
 class Aligner:
-    """Base class: ``aligner(grads, has_grad=None, segments=None) -> (P,)`` update.
+    """Base class: ``aligner(grads, has_grad=None, segments=None, inplace=False) -> (P,)`` update.
 
+    ``has_grad`` ((k, P) bool) marks entries where a task has no gradient;
+    ``segments`` lists (start, stop) ranges of the flat vector (per module),
+    used by GradVac's segment granularity. With ``inplace=True`` the update
+    overwrites ``grads[0]`` (no extra (P,) tensor; the training engine uses this).
     ``last_stats`` holds the statistics of the last call (a dict of Python
     numbers). Stateless aligners have empty ``state_dict()``.
     """
@@ -123,16 +145,20 @@ class Aligner:
         grads: torch.Tensor,
         has_grad: Optional[torch.Tensor] = None,
         segments: Optional[Segments] = None,
+        inplace: bool = False,
     ) -> torch.Tensor:
+        original = grads
         grads = as_grad_matrix(grads)
+        if inplace and grads is not original:
+            raise ValueError("inplace alignment needs float32/float64 gradients")
         if has_grad is not None and has_grad.shape != grads.shape:
             raise ValueError(f"has_grad must have the shape of grads {tuple(grads.shape)}, got {tuple(has_grad.shape)}")
         with torch.no_grad():
-            out, stats = self._align(grads, has_grad, segments)
+            out, stats = self._align(grads, has_grad, segments, inplace)
         self.last_stats = stats
         return out
 
-    def _align(self, grads, has_grad, segments) -> Tuple[torch.Tensor, Dict[str, Any]]:  # pragma: no cover
+    def _align(self, grads, has_grad, segments, inplace) -> Tuple[torch.Tensor, Dict[str, Any]]:  # pragma: no cover
         raise NotImplementedError
 
     def state_dict(self) -> Dict[str, Any]:

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from dpda.align.base import Aligner, pair_stats
+from dpda.align.base import Aligner, pair_stats, weighted_sum
 
 
 def _objective(w, a, b, c):
@@ -96,7 +96,7 @@ class CAGrad(Aligner):
             raise ValueError(f"c must be >= 0, got {c}")
         self.c, self.rescale, self.solver = float(c), rescale, solver
 
-    def _align(self, grads, has_grad, segments):
+    def _align(self, grads, has_grad, segments, inplace):
         k = grads.shape[0]
         shared = None
         if has_grad is not None:
@@ -118,12 +118,12 @@ class CAGrad(Aligner):
             coef = coef / (1 + self.c**2)
         elif self.rescale == 2:
             coef = coef / (1 + self.c)
-        coef = coef.to(grads.dtype).to(grads.device)
         if shared is None:
-            out = coef @ grads
+            out = weighted_sum(grads, coef, inplace)
         else:
-            out = grads[0].clone()
-            out[shared] = coef @ g_shared
+            part = coef.to(grads.dtype).to(grads.device) @ g_shared
+            out = grads[0] if inplace else grads[0].clone()
+            out[shared] = part
         stats = pair_stats(gram)
         stats["weights"] = w.tolist()
         return out, stats

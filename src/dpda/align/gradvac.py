@@ -85,7 +85,7 @@ class GradVac(Aligner):
         self.beta, self.ema, self.reduction, self.granularity, self.eps = float(beta), ema, reduction, granularity, eps
         self.rho: Optional[torch.Tensor] = None
 
-    def _align(self, grads, has_grad, segments):
+    def _align(self, grads, has_grad, segments, inplace):
         k, p = grads.shape
         if self.granularity == "model":
             segments = [(0, p)]
@@ -101,16 +101,18 @@ class GradVac(Aligner):
         if len(segments) == 1 and segments[0] == (0, p):
             gram = gram_matrix(grads)
             alpha = gradvac_coefficients(gram, self.rho[0], self.beta, self.ema, self.eps)
-            out = combine(grads, alpha, self.reduction, has_grad, nonshared="sum")
+            out = combine(grads, alpha, self.reduction, has_grad, nonshared="sum", inplace=inplace)
         else:
             gram = torch.zeros(k, k, dtype=torch.float64)
-            out = torch.empty(p, dtype=grads.dtype, device=grads.device)
+            out = grads[0] if inplace else torch.empty(p, dtype=grads.dtype, device=grads.device)
             for s, (a, b) in enumerate(segments):
                 g = gram_matrix(grads[:, a:b])
                 gram += g
                 alpha = gradvac_coefficients(g, self.rho[s], self.beta, self.ema, self.eps)
                 hg = None if has_grad is None else has_grad[:, a:b]
-                out[a:b] = combine(grads[:, a:b], alpha, self.reduction, hg, nonshared="sum")
+                part = combine(grads[:, a:b], alpha, self.reduction, hg, nonshared="sum", inplace=inplace)
+                if not inplace:
+                    out[a:b] = part
         stats = pair_stats(gram)
         stats["phi_hat_mean"] = float(self.rho[:, ~torch.eye(k, dtype=torch.bool)].mean()) if k > 1 else 0.0
         return out, stats

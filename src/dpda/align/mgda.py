@@ -17,7 +17,7 @@ import itertools
 
 import torch
 
-from dpda.align.base import Aligner, pair_stats
+from dpda.align.base import Aligner, pair_stats, weighted_sum
 
 
 def min_norm_weights_2(v11: float, v12: float, v22: float) -> float:
@@ -63,7 +63,7 @@ class MGDA(Aligner):
 
     name = "mgda"
 
-    def _align(self, grads, has_grad, segments):
+    def _align(self, grads, has_grad, segments, inplace):
         gram = (grads @ grads.T).double().cpu()
         k = grads.shape[0]
         if k == 1:
@@ -73,7 +73,7 @@ class MGDA(Aligner):
             w = torch.tensor([gamma, 1 - gamma], dtype=torch.float64)
         else:
             w = min_norm_weights_exact(gram)
-        out = w.to(grads.dtype).to(grads.device) @ grads
+        out = weighted_sum(grads, w, inplace)
         stats = pair_stats(gram)
         stats["weights"] = w.tolist()
         return out, stats

@@ -66,7 +66,7 @@ class PCGrad(Aligner):
         self.shuffle = shuffle
         self._generator = torch.Generator().manual_seed(seed) if shuffle else None
 
-    def _align(self, grads, has_grad, segments):
+    def _align(self, grads, has_grad, segments, inplace):
         gram = gram_matrix(grads)
         k = grads.shape[0]
         orders = None
@@ -75,7 +75,7 @@ class PCGrad(Aligner):
         alpha, n_proj = pcgrad_coefficients(gram, orders, self.eps)
         stats = pair_stats(gram)
         stats["n_projections"] = n_proj
-        return combine(grads, alpha, self.reduction, has_grad, nonshared="sum"), stats
+        return combine(grads, alpha, self.reduction, has_grad, nonshared="sum", inplace=inplace), stats
 
     def state_dict(self):
         return {"generator": self._generator.get_state()} if self._generator is not None else {}

@@ -12,11 +12,11 @@ class Mean(Aligner):
 
     name = "none"
 
-    def _align(self, grads, has_grad, segments):
+    def _align(self, grads, has_grad, segments, inplace):
         gram = gram_matrix(grads)
         k = grads.shape[0]
         alpha = torch.eye(k, dtype=torch.float64)
-        return combine(grads, alpha, "mean", has_grad, nonshared="sum"), pair_stats(gram)
+        return combine(grads, alpha, "mean", has_grad, nonshared="sum", inplace=inplace), pair_stats(gram)
 
 
 class Sum(Aligner):
@@ -24,7 +24,7 @@ class Sum(Aligner):
 
     name = "sum"
 
-    def _align(self, grads, has_grad, segments):
+    def _align(self, grads, has_grad, segments, inplace):
         gram = gram_matrix(grads)
         alpha = torch.eye(grads.shape[0], dtype=torch.float64)
-        return combine(grads, alpha, "sum", has_grad), pair_stats(gram)
+        return combine(grads, alpha, "sum", has_grad, inplace=inplace), pair_stats(gram)
