@@ -1,0 +1,295 @@
+"""The dual-path (DPDA) gradient engine.
+
+Each batch ``x`` (B, T) has an augmented copy ``x_aug`` (B, T) with the same
+labels. The engine computes the loss of each path and its gradient over the
+trainable parameters, aligns the two gradients with an aligner from
+:mod:`dpda.align`, and leaves the update in ``param.grad`` for the optimizer.
+
+Modes (both exact for what they define):
+
+* ``joint`` (default, the paper's): one forward of the concatenated
+  ``[x; x_aug]`` batch (2B), so normalisation layers see both paths together;
+  two backward passes through that graph (the first keeps it).
+* ``split``: each path runs forward and backward on its own B utterances, so
+  each path's BatchNorm uses its own batch statistics (and running statistics
+  are updated once per path); the first graph is freed before the second
+  forward, so peak activation memory is about half of ``joint``'s. The
+  gradients differ from ``joint``'s whenever the model has BatchNorm.
+
+Gradient bookkeeping: one float32 buffer ``(2, P)`` (P = trainable elements).
+Before each backward pass every ``param.grad`` is pointed at its slice of
+the path's row, so autograd accumulates in place; the aligner then writes the
+update into row 0, which is what ``param.grad`` views. No per-step clone,
+flatten or unflatten; the extra memory is one row (P floats) over plain
+training. Parameters that receive no gradient in either path (frozen by
+``requires_grad=False`` or unused) get ``grad = None``, never zeros, so the
+optimizer leaves them alone (weight decay included). A parameter used by one
+path only is merged as the aligner defines for non-shared entries.
+
+Mixed precision: ``amp_dtype=torch.bfloat16`` or ``torch.float16`` runs the
+forward under autocast; float16 uses a :class:`~dpda.train.amp.LossScaler`:
+both path gradients are unscaled before alignment and a step whose gradients
+are not finite is skipped (no parameter or aligner state changes).
+
+Distributed: when ``torch.distributed`` is initialised (torchrun), both rows
+of the buffer are all-reduced (averaged over ranks) in one collective before
+alignment, so the update equals the single-process update on the global
+batch; parameters are broadcast from rank 0 at construction. Do not wrap the
+model in ``DistributedDataParallel`` (the engine does its reduction); use
+``SyncBatchNorm`` if the model has BatchNorm and ranks should share statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dpda.align import Aligner, build_aligner
+from dpda.train.amp import LossScaler
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def weighted_cross_entropy(bonafide_weight: float = 0.9, spoof_weight: float = 0.1) -> LossFn:
+    """Cross-entropy with class weights (index 0 = spoof, 1 = bona fide); the field's default 0.1 / 0.9."""
+    weight = torch.tensor([spoof_weight, bonafide_weight])
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), target, weight=weight.to(logits.device))
+
+    return loss
+
+
+def model_logits(output: Any) -> torch.Tensor:
+    """Logits of a model output (a tensor, or the first element of a tuple)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+@dataclass
+class StepOutput:
+    """What one dual-path step did; losses are the per-path mean losses (Python floats)."""
+
+    loss_orig: float
+    loss_aug: float
+    stats: Dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+
+    @property
+    def loss(self) -> float:
+        return 0.5 * (self.loss_orig + self.loss_aug)
+
+
+class DualPathEngine:
+    """Computes, aligns and installs the dual-path gradient of a batch.
+
+    Args:
+        model: maps (N, T) waveforms to logits (N, 2) (or a tuple whose first item is).
+        aligner: an :class:`~dpda.align.Aligner` or its name (``"pcgrad"``...).
+        loss_fn: ``loss_fn(logits, target) -> scalar``; default weighted CE 0.1/0.9.
+        mode: ``"joint"`` or ``"split"`` (see the module docstring).
+        amp_dtype: ``None``, ``torch.bfloat16`` or ``torch.float16`` (autocast).
+        loss_scaler: float16 only; created automatically when needed.
+        module_stats: also report the cosine per top-level module (``stats["module_cos"]``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        aligner: Union[Aligner, str] = "pcgrad",
+        loss_fn: Optional[LossFn] = None,
+        mode: str = "joint",
+        amp_dtype: Optional[torch.dtype] = None,
+        loss_scaler: Optional[LossScaler] = None,
+        module_stats: bool = False,
+    ) -> None:
+        if mode not in ("joint", "split"):
+            raise ValueError(f"mode must be 'joint' or 'split', got {mode!r}")
+        if amp_dtype not in (None, torch.float16, torch.bfloat16):
+            raise ValueError(f"amp_dtype must be None, torch.float16 or torch.bfloat16, got {amp_dtype}")
+        self.model = model
+        self.aligner = build_aligner(aligner) if isinstance(aligner, str) else aligner
+        self.loss_fn = loss_fn or weighted_cross_entropy()
+        self.mode = mode
+        self.amp_dtype = amp_dtype
+        self.loss_scaler = loss_scaler if loss_scaler is not None else (LossScaler() if amp_dtype == torch.float16 else None)
+        self.module_stats = module_stats
+        self.params: List[nn.Parameter] = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no trainable parameters")
+        self.names: List[str] = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.offsets: List[Tuple[int, int]] = []
+        start = 0
+        for p in self.params:
+            self.offsets.append((start, start + p.numel()))
+            start += p.numel()
+        self.numel = start
+        self.segments = self._module_segments()
+        self._buffer: Optional[torch.Tensor] = None
+        self._views: List[List[torch.Tensor]] = []
+        self._received = [[False] * len(self.params) for _ in range(2)]
+        self._row = 0
+        self._hooks = [
+            p.register_post_accumulate_grad_hook(self._mark(i)) for i, p in enumerate(self.params)
+        ]
+        self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if self.world_size > 1:
+            with torch.no_grad():
+                for t in list(model.parameters()) + list(model.buffers()):
+                    dist.broadcast(t.data, src=0)
+
+    # ------------------------------------------------------------------ setup
+    def _mark(self, index: int) -> Callable[[torch.Tensor], None]:
+        def hook(_: torch.Tensor) -> None:
+            self._received[self._row][index] = True
+
+        return hook
+
+    def _module_segments(self) -> List[Tuple[str, int, int]]:
+        """(top-level module name, start, stop) ranges of the flat vector, in parameter order."""
+        segs: List[Tuple[str, int, int]] = []
+        for name, (a, b) in zip(self.names, self.offsets):
+            top = name.split(".", 1)[0]
+            if segs and segs[-1][0] == top and segs[-1][2] == a:
+                segs[-1] = (top, segs[-1][1], b)
+            else:
+                segs.append((top, a, b))
+        return segs
+
+    def _ensure_buffer(self) -> torch.Tensor:
+        device = self.params[0].device
+        if self._buffer is None or self._buffer.device != device:
+            self._buffer = torch.zeros(2, self.numel, dtype=torch.float32, device=device)
+            self._views = [
+                [self._buffer[r, a:b].view_as(p) for p, (a, b) in zip(self.params, self.offsets)] for r in range(2)
+            ]
+        return self._buffer
+
+    def close(self) -> None:
+        """Remove the gradient hooks from the model's parameters."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    # ------------------------------------------------------------------ step
+    def _autocast(self, x: torch.Tensor):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=x.device.type, dtype=self.amp_dtype)
+
+    def _backward_into(self, loss: torch.Tensor, row: int, retain_graph: bool) -> None:
+        buf = self._buffer
+        assert buf is not None
+        buf[row].zero_()
+        self._row = row
+        self._received[row] = [False] * len(self.params)
+        for p, v in zip(self.params, self._views[row]):
+            p.grad = v
+        scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
+        (loss * scale if scale != 1.0 else loss).backward(retain_graph=retain_graph)
+        for p, v in zip(self.params, self._views[row]):
+            if p.grad is not v:  # autocast or a hook replaced the tensor: copy it back in
+                v.copy_(p.grad)
+
+    def compute_gradients(self, x: torch.Tensor, x_aug: torch.Tensor, target: torch.Tensor) -> StepOutput:
+        """Both path gradients, aligned, into ``param.grad``; does not step the optimizer.
+
+        Args:
+            x: (B, T) original waveforms; x_aug: (B, T) augmented waveforms;
+            target: (B,) class indices (1 = bona fide).
+        """
+        if x.shape[0] != x_aug.shape[0] or x.shape[0] != target.shape[0]:
+            raise ValueError(f"x {tuple(x.shape)}, x_aug {tuple(x_aug.shape)} and target {tuple(target.shape)} need the same batch size")
+        buf = self._ensure_buffer()
+        b = x.shape[0]
+        if self.mode == "joint":
+            with self._autocast(x):
+                logits = model_logits(self.model(torch.cat([x, x_aug], dim=0)))
+            loss_orig = self.loss_fn(logits[:b], target)
+            loss_aug = self.loss_fn(logits[b:], target)
+            self._backward_into(loss_orig, 0, retain_graph=True)
+            self._backward_into(loss_aug, 1, retain_graph=False)
+        else:
+            with self._autocast(x):
+                logits = model_logits(self.model(x))
+            loss_orig = self.loss_fn(logits, target)
+            self._backward_into(loss_orig, 0, retain_graph=False)
+            del logits
+            with self._autocast(x):
+                logits = model_logits(self.model(x_aug))
+            loss_aug = self.loss_fn(logits, target)
+            self._backward_into(loss_aug, 1, retain_graph=False)
+        losses = torch.stack([loss_orig.detach().float(), loss_aug.detach().float()])
+        if self.world_size > 1:
+            dist.all_reduce(buf)
+            buf.div_(self.world_size)
+            dist.all_reduce(losses)
+            losses.div_(self.world_size)
+        return self._align(buf, float(losses[0]), float(losses[1]))
+
+    def _align(self, buf: torch.Tensor, loss_orig: float, loss_aug: float) -> StepOutput:
+        if self.loss_scaler is not None:
+            buf.mul_(1.0 / self.loss_scaler.scale)
+            found_inf = not bool(torch.isfinite(buf).all())
+            self.loss_scaler.update(found_inf)
+            if found_inf:
+                for p in self.params:
+                    p.grad = None
+                return StepOutput(loss_orig, loss_aug, {"loss_scale": self.loss_scaler.scale}, skipped=True)
+        received = [torch.tensor(r) for r in self._received]
+        if self.world_size > 1:
+            flags = torch.stack(received).to(torch.uint8).to(buf.device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            received = [f.bool().cpu() for f in flags]
+        any_grad = received[0] | received[1]
+        has_grad = None
+        if not bool((received[0] == received[1]).all()):
+            has_grad = torch.ones(2, self.numel, dtype=torch.bool, device=buf.device)
+            for i, (a, b) in enumerate(self.offsets):
+                for r in range(2):
+                    if not received[r][i]:
+                        has_grad[r, a:b] = False
+        module_cos = self._module_cosines(buf) if self.module_stats else None
+        segments = [(a, b) for _, a, b in self.segments]
+        self.aligner(buf, has_grad=has_grad, segments=segments, inplace=True)
+        stats = dict(self.aligner.last_stats)
+        for i, p in enumerate(self.params):
+            p.grad = self._views[0][i] if bool(any_grad[i]) else None
+        if module_cos is not None:
+            stats["module_cos"] = module_cos
+        if self.loss_scaler is not None:
+            stats["loss_scale"] = self.loss_scaler.scale
+        return StepOutput(loss_orig, loss_aug, stats)
+
+    def _module_cosines(self, buf: torch.Tensor) -> Dict[str, float]:
+        out = {}
+        for name, a, b in self.segments:
+            g0, g1 = buf[0, a:b], buf[1, a:b]
+            denom = float(g0.norm()) * float(g1.norm())
+            out[name] = float(g0 @ g1) / denom if denom > 0 else 0.0
+        return out
+
+    def step(self, x: torch.Tensor, x_aug: torch.Tensor, target: torch.Tensor, optimizer: torch.optim.Optimizer) -> StepOutput:
+        """:meth:`compute_gradients`, then ``optimizer.step()`` unless the step was skipped."""
+        out = self.compute_gradients(x, x_aug, target)
+        if not out.skipped:
+            optimizer.step()
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, Any]:
+        """Aligner and loss-scaler state (for checkpoints)."""
+        return {
+            "aligner": self.aligner.state_dict(),
+            "loss_scaler": None if self.loss_scaler is None else self.loss_scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.aligner.load_state_dict(state.get("aligner") or {})
+        if self.loss_scaler is not None and state.get("loss_scaler") is not None:
+            self.loss_scaler.load_state_dict(state["loss_scaler"])
