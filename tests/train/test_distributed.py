@@ -1,0 +1,63 @@
+"""Two CPU processes (gloo) give the same update as one process on the global batch."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from dpda.train import DualPathEngine
+from tests.train.test_engine import TinyNet
+
+STEPS = 3
+
+
+def global_batches():
+    g = torch.Generator().manual_seed(123)
+    out = []
+    for _ in range(STEPS):
+        x = torch.randn(8, 200, generator=g)
+        out.append((x, x + 0.5 * torch.randn(8, 200, generator=g), torch.tensor([0, 1] * 4)))
+    return out
+
+
+def train(model, batches, rank=0, world=1):
+    engine = DualPathEngine(model, "gradvac")
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    per = 8 // world
+    for x, x_aug, y in batches:
+        sl = slice(rank * per, (rank + 1) * per)
+        engine.step(x[sl], x_aug[sl], y[sl], opt)
+    return engine
+
+
+def worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(100 + rank)  # different initial weights: the engine broadcasts rank 0's
+        model = TinyNet(batchnorm=False)
+        if rank == 0:
+            torch.save(model.state_dict(), out_file + ".init")
+        dist.barrier()
+        engine = train(model, global_batches(), rank, world)
+        if rank == 0:
+            torch.save({"model": model.state_dict(), "rho": engine.aligner.state_dict()["rho"]}, out_file)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_equals_single_process(tmp_path):
+    out_file = str(tmp_path / "ddp.pt")
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), out_file), nprocs=2, join=True)
+    result = torch.load(out_file, weights_only=True)
+    model = TinyNet(batchnorm=False)
+    model.load_state_dict(torch.load(out_file + ".init", weights_only=True))
+    engine = train(model, global_batches())
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(result["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(result["rho"], engine.aligner.state_dict()["rho"], rtol=1e-5, atol=1e-6)
