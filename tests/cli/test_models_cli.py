@@ -1,0 +1,25 @@
+"""``dpda models list`` prints every registered model with its full-size parameter count."""
+
+from __future__ import annotations
+
+import json
+
+from dpda.cli.main import main
+from dpda.models import model_names
+
+
+def test_models_list_json(capsys):
+    assert main(["models", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert list(rows) == model_names()
+    assert rows["aasist"]["trainable"] == 297_866
+    assert rows["aasist-l"]["trainable"] == 85_306
+    for name, row in rows.items():
+        assert "error" not in row, (name, row)
+        assert row["parameters"] >= row["trainable"] > 0
+
+
+def test_models_list_table(capsys):
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "297,866" in out and "xlsr_conformer_tcm" in out
