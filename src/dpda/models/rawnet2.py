@@ -4,7 +4,7 @@ Re-implementation of the model of Tak et al., "End-to-end anti-spoofing with
 RawNet2" (ICASSP 2021), with the sizes of the ASVspoof 2021 baseline's
 ``model_config_RawNet.yaml`` as defaults (:data:`RAWNET2_DEFAULT_CONFIG`):
 
-* **sinc front-end** (:class:`FixedSincFilterBank`): ``filts[0]`` = 20 fixed
+* **sinc front-end** (:class:`dpda.models.sinc.SincConv`, shared with AASIST): ``filts[0]`` = 20 fixed
   Hamming-windowed ideal band-pass FIR filters of ``first_conv`` = 1024 -> 1025
   taps (an even length is bumped to odd, as in the baseline); band edges
   equally spaced on the (HTK) mel scale between 0 Hz and 8 kHz.  The filters
@@ -55,14 +55,14 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dpda.models import register_model
+from dpda.models.sinc import SincConv
 
-__all__ = ["RAWNET2_DEFAULT_CONFIG", "FixedSincFilterBank", "RawNet2", "build_rawnet2", "mel_sinc_filters"]
+__all__ = ["RAWNET2_DEFAULT_CONFIG", "RawNet2", "build_rawnet2"]
 
 #: default (published, ASVspoof 2021 baseline) configuration of :func:`build_rawnet2`
 RAWNET2_DEFAULT_CONFIG: dict[str, Any] = {
@@ -78,57 +78,6 @@ RAWNET2_DEFAULT_CONFIG: dict[str, Any] = {
     "sample_rate": 16000,
     "block_preactivation": False,
 }
-
-
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + hz / 700.0)
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    return 700.0 * (np.power(10.0, mel / 2595.0) - 1.0)
-
-
-def mel_sinc_filters(n_filters: int, kernel_size: int, sample_rate: int = 16000) -> np.ndarray:
-    """Fixed mel-spaced band-pass FIR filters, ``(n_filters, kernel_size)`` float64 (``kernel_size`` odd).
-
-    Band ``i`` spans ``[e_i, e_{i+1}]`` where the ``n_filters + 1`` edges are
-    equally spaced in mel between the lowest and highest frequency of a
-    257-point grid over ``[0, sample_rate // 2]`` (i.e. 0 Hz and Nyquist);
-    the filter is the difference of two ideal low-pass responses
-    ``2 f / sr * sinc(2 f n / sr)`` at ``n = -(K-1)/2 .. (K-1)/2``, times a
-    symmetric Hamming window.
-    """
-    if kernel_size % 2 != 1:
-        raise ValueError("kernel_size must be odd")
-    grid = (sample_rate // 2) * np.linspace(0.0, 1.0, 257)
-    mel = _hz_to_mel(grid)
-    edges = _mel_to_hz(np.linspace(mel.min(), mel.max(), n_filters + 1))
-    n = np.arange(kernel_size, dtype=np.float64) - (kernel_size - 1) / 2.0
-
-    def low_pass(fc: np.ndarray) -> np.ndarray:
-        return (2.0 * fc[:, None] / sample_rate) * np.sinc(2.0 * fc[:, None] * n[None, :] / sample_rate)
-
-    return (low_pass(edges[1:]) - low_pass(edges[:-1])) * np.hamming(kernel_size)[None, :]
-
-
-class FixedSincFilterBank(nn.Module):
-    """``(B, T) -> (B, n_filters, T - K + 1)`` convolution with fixed sinc band-pass filters (no padding)."""
-
-    def __init__(self, n_filters: int, kernel_size: int, sample_rate: int = 16000) -> None:
-        super().__init__()
-        if kernel_size % 2 == 0:
-            kernel_size += 1
-        self.n_filters = n_filters
-        self.kernel_size = kernel_size
-        self.sample_rate = sample_rate
-        filters = torch.from_numpy(mel_sinc_filters(n_filters, kernel_size, sample_rate)).float()
-        self.register_buffer("filters", filters.unsqueeze(1), persistent=False)
-
-    def extra_repr(self) -> str:
-        return f"n_filters={self.n_filters}, kernel_size={self.kernel_size}, sample_rate={self.sample_rate}, fixed"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv1d(x.unsqueeze(1), self.filters.to(x.dtype))
 
 
 class _ResidualBlock(nn.Module):
@@ -216,7 +165,7 @@ class RawNet2(nn.Module):
             "block_preactivation": block_preactivation,
         }
 
-        self.sinc = FixedSincFilterBank(n_sinc, int(first_conv), int(sample_rate))
+        self.sinc = SincConv(n_sinc, int(first_conv), int(sample_rate))
         self.first_bn = nn.BatchNorm1d(n_sinc)
         stages: list[nn.Module] = []
         c = n_sinc
