@@ -197,3 +197,16 @@ def test_bad_inputs():
     x, x_aug, y = batch()
     with pytest.raises(ValueError, match="same batch size"):
         engine.compute_gradients(x, x_aug[:2], y)
+
+
+def test_conflict_tracker_summarises_steps():
+    from dpda.train import ConflictTracker, StepOutput
+
+    t = ConflictTracker()
+    t.update(StepOutput(1.0, 1.0, {"cos": -0.5, "conflict": True, "norms": [1.0, 3.0]}))
+    t.update(StepOutput(1.0, 1.0, {"cos": 0.5, "conflict": False, "norms": [3.0, 1.0]}))
+    t.update(StepOutput(1.0, 1.0, {}, skipped=True))
+    s = t.summary()
+    assert s == {"steps": 2, "skipped": 1, "conflict_rate": 0.5, "mean_cos": 0.0, "mean_norm_orig": 2.0, "mean_norm_aug": 2.0}
+    t.reset()
+    assert t.summary()["steps"] == 0
