@@ -49,6 +49,9 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        non_null = [a for a in args if a is not type(None)]
+        if len(non_null) == 1:  # Optional[X]: X's own error is the helpful one
+            return _convert(value, non_null[0], path)
         errors = []
         for a in args:
             if a is type(None):

@@ -1,0 +1,571 @@
+"""The training loop of ``dpda train``: single / dual / dpda modes, validation, checkpoints, resume.
+
+Run directory layout::
+
+    RUN_DIR/config.yaml        resolved configuration (what ran)
+    RUN_DIR/env.json           versions, device, command line
+    RUN_DIR/metrics.jsonl      one JSON record per logged step and per epoch
+    RUN_DIR/checkpoints/last.pt       full state after the last completed checkpoint
+    RUN_DIR/checkpoints/last.prev.pt  the one before (used if last.pt is unreadable)
+    RUN_DIR/checkpoints/epoch_NNN.pt  weights of the top-k epochs by the monitored metric
+    RUN_DIR/model.pt           final model: average of the top-k epochs' weights, with the
+                               dev EER threshold and a logistic calibration fitted on dev
+    RUN_DIR/plots/*.png        loss per path, conflict rate, cosine histogram, dev EER, gradient norms
+    RUN_DIR/summary.json       final numbers
+
+Weight averaging: floating-point tensors of the top-k state dicts (BatchNorm
+running statistics included) are averaged; integer buffers (BatchNorm's
+``num_batches_tracked``) are taken from the best epoch.
+
+Resume (``dpda train --resume RUN_DIR``): model, optimizer, scheduler, loss
+scaler, aligner state, RNG states (torch CPU/CUDA and the on-device
+augmentation generator), the position in the epoch's data order and the
+epoch's running statistics are restored from ``last.pt``, and
+``metrics.jsonl`` is cut back to what it held at that checkpoint, so a resumed
+run ends with the same weights as an uninterrupted one (given the same
+hardware and thread settings).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from dpda import __version__
+from dpda.config import dump_yaml, to_dict
+from dpda.data import Manifest, load_manifest
+from dpda.errors import DpdaError
+from dpda.fileio import atomic_write_text
+from dpda.metrics import compute_eer
+from dpda.models import build_model
+from dpda.train.amp import LossScaler
+from dpda.train.checkpoint import CheckpointError, inference_payload, load_checkpoint, save_checkpoint
+from dpda.train.config import RunConfig
+from dpda.train.data import EpochSampler, EvalSet, TrainSet, eval_loader, train_loader
+from dpda.train.engine import ConflictTracker, DualPathEngine, StepOutput, model_logits, weighted_cross_entropy
+
+COS_BINS = 20
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by the ``stop_after_steps`` test hook (an abrupt stop without saving)."""
+
+
+@dataclass
+class EpochAccumulator:
+    """Running sums of one epoch (saved in mid-epoch checkpoints)."""
+
+    steps: int = 0
+    loss_orig: float = 0.0
+    loss_aug: float = 0.0
+    samples: int = 0
+    seconds: float = 0.0
+
+    def state(self) -> Dict[str, float]:
+        return dict(self.__dict__)
+
+
+class Progress:
+    """A one-line progress bar with rate and ETA on stderr (only when it is a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.last = 0.0
+
+    def update(self, epoch: int, epochs: int, step: int, steps: int, rate: float, loss: float) -> None:
+        if not self.enabled or time.time() - self.last < 0.2:
+            return
+        self.last = time.time()
+        eta = (steps - step) / rate if rate > 0 else float("nan")
+        width = 24
+        filled = int(width * step / max(steps, 1))
+        sys.stderr.write(
+            f"\repoch {epoch + 1}/{epochs} [{'#' * filled}{'.' * (width - filled)}] {step}/{steps} "
+            f"loss {loss:.4f} {rate:.1f} it/s ETA {_fmt_time(eta)}   "
+        )
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _fmt_time(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def average_state_dicts(states: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """Mean of floating-point tensors; other tensors from the first (best) state."""
+    out = {}
+    for k, v in states[0].items():
+        if v.is_floating_point():
+            out[k] = sum(s[k].double() for s in states).div(len(states)).to(v.dtype)
+        else:
+            out[k] = v.clone()
+    return out
+
+
+class Trainer:
+    """Runs one training job described by a :class:`RunConfig` in ``run_dir``."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: Path,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        stop_after_steps: Optional[int] = None,
+        checkpoint_every: int = 0,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.resume = resume
+        self.stop_after_steps = stop_after_steps
+        self.checkpoint_every = checkpoint_every
+        self.progress = Progress(progress)
+        self.rank, self.world = 0, 1
+        if dist.is_available() and dist.is_initialized():
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.is_main = self.rank == 0
+        self._log = log
+        self.device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
+
+    def log(self, msg: str) -> None:
+        if self.is_main:
+            self._log(msg)
+
+    # ------------------------------------------------------------------ setup
+    def _manifest(self, split) -> Manifest:
+        fmt = split.format or self.cfg.data.format
+        m = load_manifest(fmt, split.protocol, split.root)
+        return m.filter(subset=split.subset) if split.subset else m
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        train_m = self._manifest(cfg.data.train)
+        if cfg.data.max_train_utterances and cfg.data.max_train_utterances < len(train_m):
+            keep = sorted(np.random.default_rng(cfg.seed).choice(len(train_m), cfg.data.max_train_utterances, replace=False))
+            train_m = Manifest(train_m.format, train_m.source, tuple(train_m.utterances[i] for i in keep))
+        self.dev_m = self._manifest(cfg.data.dev) if cfg.data.dev is not None else None
+        augment = None
+        if cfg.augment.where == "workers":
+            augment = self._worker_augment()
+        self.train_set = TrainSet(train_m, cfg.data.sample_rate, cfg.data.crop_samples, cfg.seed, augment)
+        per_step = cfg.data.batch_size * self.world
+        if len(self.train_set) < per_step:
+            raise DpdaError(f"the training split has {len(self.train_set)} utterances, fewer than one batch ({per_step})")
+        self.model = build_model(cfg.model.name, **cfg.model.config).to(self.device)
+        self.loss_fn = weighted_cross_entropy(cfg.train.bonafide_weight, cfg.train.spoof_weight)
+        amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.amp]
+        self.amp_dtype = amp
+        self.engine: Optional[DualPathEngine] = None
+        self.scaler: Optional[LossScaler] = None
+        if cfg.train.mode in ("dual", "dpda"):
+            from dpda.align import build_aligner
+
+            aligner = build_aligner("none") if cfg.train.mode == "dual" else build_aligner(cfg.train.aligner.name, **cfg.train.aligner.options)
+            self.engine = DualPathEngine(self.model, aligner, self.loss_fn, mode=cfg.train.engine_mode, amp_dtype=amp)
+        else:
+            self.scaler = LossScaler() if amp == torch.float16 else None
+            if self.world > 1:
+                with torch.no_grad():
+                    for t in list(self.model.parameters()) + list(self.model.buffers()):
+                        dist.broadcast(t.data, src=0)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        o = cfg.train.optimizer
+        if o.name == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        elif o.name == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum)
+        s = cfg.train.scheduler
+        if s.name == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.train.epochs, eta_min=s.min_lr)
+        elif s.name == "step":
+            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=s.step_size, gamma=s.gamma)
+        else:
+            self.scheduler = None
+        self.aug_generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + self.rank + 1)
+
+    def _worker_augment(self):
+        from dpda.augment.chain import RawBoostStep, load_chain
+
+        a = self.cfg.augment
+        if a.chain:
+            return load_chain(a.chain, sr=self.cfg.data.sample_rate)
+        return RawBoostStep(a.rawboost_algo, a.rawboost_params, sr=self.cfg.data.sample_rate)
+
+    def _device_augment(self, x: torch.Tensor) -> torch.Tensor:
+        from dpda.augment.rawboost import RawBoostParams
+        from dpda.augment.rawboost.batched import rawboost_batched
+
+        a = self.cfg.augment
+        params = RawBoostParams(**a.rawboost_params) if a.rawboost_params else None
+        return rawboost_batched(x, a.rawboost_algo, generator=self.aug_generator, params=params, sr=self.cfg.data.sample_rate)
+
+    # ------------------------------------------------------------------ state
+    def _full_state(self, epoch: int, batch: int, global_step: int, acc: EpochAccumulator, tracker: ConflictTracker,
+                    cos_hist: np.ndarray) -> Dict[str, Any]:
+        payload = inference_payload(self.cfg.model.name, self.cfg.model.config, self.model,
+                                    self.cfg.data.sample_rate, self.cfg.data.crop_samples)
+        rng = {"torch": torch.get_rng_state(), "augment": self.aug_generator.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        metrics_path = self.run_dir / "metrics.jsonl"
+        payload.update(
+            epoch=epoch, batch=batch, global_step=global_step,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=None if self.scheduler is None else self.scheduler.state_dict(),
+            engine=None if self.engine is None else self.engine.state_dict(),
+            scaler=None if self.scaler is None else self.scaler.state_dict(),
+            rng=rng,
+            trainer={
+                "history": self.history, "topk": self.topk, "bad_epochs": self.bad_epochs,
+                "accumulator": acc.state(), "tracker": dict(tracker.__dict__), "cos_hist": cos_hist.tolist(),
+                "metrics_offset": metrics_path.stat().st_size if metrics_path.exists() else 0,
+            },
+            config=to_dict(self.cfg),
+        )
+        return payload
+
+    def _save_last(self, state: Dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        last = self.ckpt_dir / "last.pt"
+        if last.exists():
+            os.replace(last, self.ckpt_dir / "last.prev.pt")
+        save_checkpoint(last, state)
+
+    def _load_last(self) -> Dict[str, Any]:
+        errors = []
+        for name in ("last.pt", "last.prev.pt"):
+            path = self.ckpt_dir / name
+            if not path.exists():
+                continue
+            try:
+                state = load_checkpoint(path, map_location="cpu")
+                if errors:
+                    self.log(f"warning: {errors[-1]}; resuming from {path.name} instead")
+                return state
+            except CheckpointError as e:
+                errors.append(str(e))
+        raise DpdaError(f"{self.run_dir}: nothing to resume from" + (f" ({'; '.join(errors)})" if errors else " (no checkpoints/last.pt)"))
+
+    def _restore(self, state: Dict[str, Any]):
+        self.model.load_state_dict(state["model_state"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.engine is not None and state.get("engine") is not None:
+            self.engine.load_state_dict(state["engine"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.aug_generator.set_state(rng["augment"])
+        if torch.cuda.is_available() and "cuda" in rng:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        t = state["trainer"]
+        self.history, self.topk, self.bad_epochs = t["history"], [tuple(x) for x in t["topk"]], t["bad_epochs"]
+        acc = EpochAccumulator(**t["accumulator"])
+        tracker = ConflictTracker()
+        tracker.__dict__.update(t["tracker"])
+        metrics = self.run_dir / "metrics.jsonl"
+        if self.is_main and metrics.exists():
+            with open(metrics, "r+b") as f:
+                f.truncate(int(t["metrics_offset"]))
+        return state["epoch"], state["batch"], state["global_step"], acc, tracker, np.array(t["cos_hist"], dtype=np.int64)
+
+    # ------------------------------------------------------------------ logging
+    def _record(self, rec: Dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+
+    def _write_run_files(self) -> None:
+        if not self.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir.mkdir(exist_ok=True)
+        atomic_write_text(self.run_dir / "config.yaml", dump_yaml(self.cfg))
+        env = {
+            "dpda": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "platform": platform.platform(), "device": str(self.device),
+            "cuda": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+            "world_size": self.world, "argv": sys.argv, "threads": torch.get_num_threads(),
+        }
+        atomic_write_text(self.run_dir / "env.json", json.dumps(env, indent=2))
+
+    # ------------------------------------------------------------------ steps
+    def _single_step(self, x_aug: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        self.optimizer.zero_grad(set_to_none=True)
+        ctx = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else _null()
+        with ctx:
+            logits = model_logits(self.model(x_aug))
+        loss = self.loss_fn(logits, y)
+        scale = self.scaler.scale if self.scaler is not None else 1.0
+        (loss * scale).backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.world > 1:
+            for p in params:
+                dist.all_reduce(p.grad)
+                p.grad.div_(self.world)
+        if self.scaler is not None:
+            for p in params:
+                p.grad.mul_(1.0 / scale)
+            found_inf = not all(bool(torch.isfinite(p.grad).all()) for p in params)
+            self.scaler.update(found_inf)
+            if found_inf:
+                self.optimizer.zero_grad(set_to_none=True)
+                return StepOutput(float(loss.detach()), float(loss.detach()), {}, skipped=True)
+        norm = float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params))) if params else 0.0
+        return StepOutput(float(loss.detach()), float(loss.detach()), {"norms": [norm, norm]})
+
+    def _train_step(self, x: torch.Tensor, x_aug: Optional[torch.Tensor], y: torch.Tensor) -> StepOutput:
+        if x_aug is None:
+            x_aug = self._device_augment(x)
+        if self.engine is None:
+            out = self._single_step(x_aug, y)
+        else:
+            out = self.engine.compute_gradients(x, x_aug, y)
+        if out.skipped:
+            return out
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], self.cfg.train.grad_clip)
+        self.optimizer.step()
+        return out
+
+    @torch.no_grad()
+    def validate(self, model: Optional[nn.Module] = None) -> Tuple[float, float, float, np.ndarray, np.ndarray]:
+        """(dev loss, dev EER %, EER threshold, bona fide scores, spoof scores) on the dev split."""
+        model = model or self.model
+        assert self.dev_m is not None
+        was_training = model.training
+        model.eval()
+        loader = eval_loader(EvalSet(self.dev_m, self.cfg.data.sample_rate, self.cfg.data.crop_samples),
+                             self.cfg.data.eval_batch_size, self.cfg.data.num_workers)
+        losses, n, scores, labels = 0.0, 0, [], []
+        for x, y in loader:
+            x, y = x.to(self.device), y.to(self.device)
+            logits = model_logits(model(x)).float()
+            losses += float(self.loss_fn(logits, y)) * len(y)
+            n += len(y)
+            scores.append(logits[:, 1].cpu().numpy())
+            labels.append(y.cpu().numpy())
+        model.train(was_training)
+        s, lab = np.concatenate(scores), np.concatenate(labels)
+        bona, spoof = s[lab == 1], s[lab == 0]
+        eer, thr = compute_eer(bona, spoof) if len(bona) and len(spoof) else (float("nan"), float("nan"))
+        return losses / max(n, 1), 100.0 * eer, thr, bona, spoof
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        self._build()
+        self.history: List[Dict[str, Any]] = []
+        self.topk: List[Tuple[float, int, str]] = []
+        self.bad_epochs = 0
+        start_epoch, start_batch, global_step = 0, 0, 0
+        acc, tracker, cos_hist = EpochAccumulator(), ConflictTracker(), np.zeros(COS_BINS, dtype=np.int64)
+        if self.resume:
+            start_epoch, start_batch, global_step, acc, tracker, cos_hist = self._restore(self._load_last())
+            self.log(f"resuming {self.run_dir} at epoch {start_epoch + 1}, batch {start_batch} (step {global_step})")
+        else:
+            self._write_run_files()
+        stopped_early = False
+        for epoch in range(start_epoch, cfg.train.epochs):
+            if self.history and self._should_stop():
+                stopped_early = True
+                break
+            self.train_set.set_epoch(epoch)
+            sampler = EpochSampler(len(self.train_set), cfg.seed, epoch, cfg.data.batch_size, self.rank, self.world,
+                                   start_batch if epoch == start_epoch else 0)
+            loader = train_loader(self.train_set, sampler, cfg.data.num_workers)
+            if epoch != start_epoch or start_batch == 0:
+                acc, tracker, cos_hist = EpochAccumulator(), ConflictTracker(), np.zeros(COS_BINS, dtype=np.int64)
+            self.model.train()
+            batch = sampler.start_batch
+            t_epoch = time.time()
+            for x, x_aug, y in loader:
+                t0 = time.time()
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                xa = x_aug.to(self.device, non_blocking=True) if x_aug.numel() else None
+                out = self._train_step(x, xa, y)
+                batch += 1
+                global_step += 1
+                dt = time.time() - t0
+                acc.steps += 1
+                acc.loss_orig += out.loss_orig
+                acc.loss_aug += out.loss_aug
+                acc.samples += len(y) * self.world
+                acc.seconds += dt
+                tracker.update(out)
+                if "cos" in out.stats:
+                    cos_hist[min(COS_BINS - 1, int((out.stats["cos"] + 1) / 2 * COS_BINS))] += 1
+                if global_step % max(cfg.train.log_every, 1) == 0:
+                    rec = {"type": "step", "epoch": epoch + 1, "batch": batch, "step": global_step,
+                           "loss_orig": out.loss_orig, "loss_aug": out.loss_aug, "skipped": out.skipped,
+                           "lr": self.optimizer.param_groups[0]["lr"], "clips_per_s": len(y) * self.world / max(dt, 1e-9)}
+                    for k in ("cos", "dot", "conflict"):
+                        if k in out.stats:
+                            rec[k] = out.stats[k]
+                    if "norms" in out.stats:
+                        rec["norm_orig"], rec["norm_aug"] = out.stats["norms"]
+                    self._record(rec)
+                self.progress.update(epoch, cfg.train.epochs, batch, sampler.num_batches, acc.steps / max(acc.seconds, 1e-9),
+                                     0.5 * (acc.loss_orig + acc.loss_aug) / acc.steps)
+                if self.checkpoint_every and global_step % self.checkpoint_every == 0 and batch < sampler.num_batches:
+                    self._save_last(self._full_state(epoch, batch, global_step, acc, tracker, cos_hist))
+                if self.stop_after_steps is not None and global_step >= self.stop_after_steps:
+                    raise SimulatedCrash(f"stopped after {global_step} steps")
+            self.progress.done()
+            self._end_epoch(epoch, acc, tracker, cos_hist, time.time() - t_epoch)
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self._save_last(self._full_state(epoch + 1, 0, global_step, EpochAccumulator(), ConflictTracker(),
+                                             np.zeros(COS_BINS, dtype=np.int64)))
+        return self._finish(stopped_early)
+
+    def _monitored(self, rec: Dict[str, Any]) -> float:
+        key = self.cfg.train.monitor if self.dev_m is not None else "train_loss"
+        return float(rec[key])
+
+    def _should_stop(self) -> bool:
+        p = self.cfg.train.patience
+        return p > 0 and self.bad_epochs >= p
+
+    def _end_epoch(self, epoch: int, acc: EpochAccumulator, tracker: ConflictTracker, cos_hist: np.ndarray, seconds: float) -> None:
+        n = max(acc.steps, 1)
+        rec: Dict[str, Any] = {
+            "type": "epoch", "epoch": epoch + 1,
+            "train_loss": 0.5 * (acc.loss_orig + acc.loss_aug) / n,
+            "train_loss_orig": acc.loss_orig / n, "train_loss_aug": acc.loss_aug / n,
+            "seconds": seconds, "clips_per_s": acc.samples / max(acc.seconds, 1e-9),
+            "lr": self.optimizer.param_groups[0]["lr"], **tracker.summary(), "cos_hist": cos_hist.tolist(),
+        }
+        if self.dev_m is not None:
+            dev_loss, dev_eer, thr, _, _ = self.validate()
+            rec.update(dev_loss=dev_loss, dev_eer=dev_eer, dev_threshold=thr)
+        value = self._monitored(rec)
+        improved = not self.history or value < min(self._monitored(h) for h in self.history)
+        self.bad_epochs = 0 if improved else self.bad_epochs + 1
+        rec["improved"] = improved
+        self.history.append(rec)
+        self._record(rec)
+        self._update_topk(epoch, value)
+        msg = f"epoch {epoch + 1}: train loss {rec['train_loss']:.4f}"
+        if "dev_loss" in rec:
+            msg += f", dev loss {rec['dev_loss']:.4f}, dev EER {rec['dev_eer']:.2f}%"
+        if self.engine is not None:
+            msg += f", conflicts {100 * rec['conflict_rate']:.1f}%"
+        self.log(msg + f" ({seconds:.0f} s)")
+
+    def _update_topk(self, epoch: int, value: float) -> None:
+        k = self.cfg.train.top_k
+        if len(self.topk) >= k and value >= max(t[0] for t in self.topk):
+            return
+        name = f"epoch_{epoch + 1:03d}.pt"
+        if self.is_main:
+            save_checkpoint(self.ckpt_dir / name, inference_payload(self.cfg.model.name, self.cfg.model.config, self.model,
+                                                                   self.cfg.data.sample_rate, self.cfg.data.crop_samples, epoch=epoch + 1))
+        self.topk.append((value, epoch + 1, name))
+        self.topk.sort(key=lambda t: (t[0], t[1]))
+        while len(self.topk) > k:
+            _, _, dropped = self.topk.pop()
+            if self.is_main:
+                (self.ckpt_dir / dropped).unlink(missing_ok=True)
+
+    def _finish(self, stopped_early: bool) -> Dict[str, Any]:
+        cfg = self.cfg
+        summary: Dict[str, Any] = {"run_dir": str(self.run_dir), "epochs": len(self.history), "stopped_early": stopped_early}
+        if self.is_main and self.topk:
+            states = [load_checkpoint(self.ckpt_dir / name)["model_state"] for _, _, name in self.topk]
+            chosen = states if cfg.train.average_top_k else states[:1]
+            final = build_model(cfg.model.name, **cfg.model.config).to(self.device)
+            final.load_state_dict(average_state_dicts(chosen))
+            threshold, calibration = None, None
+            if self.dev_m is not None:
+                dev_loss, dev_eer, threshold, bona, spoof = self.validate(final)
+                from dpda.metrics.calibration import fit_logistic_calibration
+
+                a, b = fit_logistic_calibration(bona, spoof)
+                calibration = {"a": float(a), "b": float(b)}
+                summary.update(final_dev_loss=dev_loss, final_dev_eer=dev_eer)
+            save_checkpoint(self.run_dir / "model.pt", inference_payload(
+                cfg.model.name, cfg.model.config, final, cfg.data.sample_rate, cfg.data.crop_samples,
+                threshold=threshold, calibration=calibration, averaged_epochs=[e for _, e, _ in self.topk[: len(chosen)]]))
+            best = min(self.history, key=self._monitored)
+            summary.update(best_epoch=best["epoch"], averaged_epochs=[e for _, e, _ in self.topk[: len(chosen)]],
+                           history=self.history)
+            try:
+                from dpda.plotting import plot_training
+
+                summary["plots"] = plot_training(self.history, self._step_records(), self.run_dir / "plots")
+            except Exception as e:  # plots must never lose a finished run
+                self.log(f"warning: could not write plots: {e}")
+            atomic_write_text(self.run_dir / "summary.json", json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
+            self.log(f"finished: {len(self.history)} epoch(s), best epoch {best['epoch']}; model: {self.run_dir / 'model.pt'}")
+        if self.engine is not None:
+            self.engine.close()
+        return summary
+
+    def _step_records(self) -> List[Dict[str, Any]]:
+        path = self.run_dir / "metrics.jsonl"
+        out = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                rec = json.loads(line)
+                if rec.get("type") == "step":
+                    out.append(rec)
+        return out
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    """``runs_dir/name-YYYYmmdd-HHMMSS`` (a suffix is added if it exists)."""
+    base = Path(cfg.runs_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, i = base, 1
+    while path.exists():
+        path = Path(f"{base}-{i}")
+        i += 1
+    return path
+
+
+def remove_run(path: Path) -> None:  # pragma: no cover - convenience for scripts
+    shutil.rmtree(path, ignore_errors=True)
