@@ -23,7 +23,6 @@ import soxr
 
 from dpda.errors import AudioError, PathLike
 
-
 #: soxr quality preset used for resampling ("VHQ": very high quality).
 RESAMPLE_QUALITY = "VHQ"
 

@@ -7,8 +7,8 @@
   random parameters (matches the original in distribution).
 """
 
-from dpda.augment.rawboost.params import ALGORITHMS, RawBoostParams, from_mapping
 from dpda.augment.rawboost.batched import BatchedRawBoost, rawboost_batched
+from dpda.augment.rawboost.params import ALGORITHMS, RawBoostParams, from_mapping
 from dpda.augment.rawboost.reference import RawBoost, rawboost
 
 __all__ = ["ALGORITHMS", "RawBoostParams", "from_mapping", "RawBoost", "rawboost", "BatchedRawBoost", "rawboost_batched"]
