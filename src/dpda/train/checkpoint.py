@@ -34,6 +34,8 @@ from dpda.fileio import atomic_path
 
 CHECKPOINT_FORMAT = 1
 RUN_MODEL_FILE = "model.pt"
+#: model options that only choose initial weights (not stored in checkpoints)
+INIT_ONLY_OPTIONS = ("ssl_pretrained", "trust_pickle")
 
 
 class CheckpointError(DpdaError, RuntimeError):
@@ -119,11 +121,17 @@ def inference_payload(
     calibration: Optional[Dict[str, float]] = None,
     **extra: Any,
 ) -> Dict[str, Any]:
-    """The payload that :func:`load_model` understands."""
+    """The payload that :func:`load_model` understands.
+
+    Options that only say where initial weights come from (``ssl_pretrained``,
+    ``trust_pickle``) are dropped from the stored model config: the checkpoint
+    holds the weights, so loading it needs neither that file nor pickle.
+    """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    config = {k: v for k, v in dict(model_config).items() if k not in INIT_ONLY_OPTIONS}
     return {
         "model_name": model_name,
-        "model_config": dict(model_config),
+        "model_config": config,
         "model_state": state,
         "sample_rate": int(sample_rate),
         "crop_samples": int(crop_samples),

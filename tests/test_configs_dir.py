@@ -1,0 +1,21 @@
+"""Every shipped configuration in configs/ parses and validates."""
+
+from __future__ import annotations
+
+import pytest
+
+from dpda.config import load_config
+from dpda.train.config import RunConfig, validate
+from tests.conftest import REPO_ROOT
+
+CONFIGS = sorted((REPO_ROOT / "configs").glob("**/*.yaml"))
+
+
+def test_configs_exist():
+    assert len(CONFIGS) >= 6
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_validates(path):
+    cfg = validate(load_config(RunConfig, path))
+    assert cfg.data.train is not None
