@@ -504,9 +504,22 @@ class Trainer:
             if self.is_main:
                 (self.ckpt_dir / dropped).unlink(missing_ok=True)
 
+    def _ranks_in_sync(self) -> bool:
+        """All ranks hold identical weights (a cheap checksum comparison)."""
+        with torch.no_grad():
+            total = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).sum().reshape(1)
+        gathered = [torch.zeros_like(total) for _ in range(self.world)]
+        dist.all_gather(gathered, total)
+        return all(bool(torch.equal(g, gathered[0])) for g in gathered)
+
     def _finish(self, stopped_early: bool) -> Dict[str, Any]:
         cfg = self.cfg
-        summary: Dict[str, Any] = {"run_dir": str(self.run_dir), "epochs": len(self.history), "stopped_early": stopped_early}
+        summary: Dict[str, Any] = {"run_dir": str(self.run_dir), "epochs": len(self.history), "stopped_early": stopped_early,
+                                   "world_size": self.world}
+        if self.world > 1:
+            summary["ranks_in_sync"] = self._ranks_in_sync()
+            if not summary["ranks_in_sync"]:
+                self.log("warning: the ranks' weights differ at the end of training")
         if self.is_main and self.topk:
             states = [load_checkpoint(self.ckpt_dir / name)["model_state"] for _, _, name in self.topk]
             chosen = states if cfg.train.average_top_k else states[:1]
