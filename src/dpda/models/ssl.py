@@ -438,8 +438,11 @@ def _front_end(
     )
 
 
-class XLSRAASIST(SSLCountermeasure):
-    """SSL-AASIST; ``backend_kwargs`` go to :class:`SSLAASISTBackend`."""
+class _XLSRModel(SSLCountermeasure):
+    """An XLS-R front-end (see :func:`_front_end` for its options) with the back-end ``backend_cls``;
+    further keyword arguments go to the back-end."""
+
+    backend_cls: Any = None
 
     def __init__(
         self,
@@ -455,49 +458,27 @@ class XLSRAASIST(SSLCountermeasure):
         ssl = _front_end(
             ssl_config, ssl_pretrained, ssl_layer, freeze_ssl, trust_pickle, gradient_checkpointing, normalize_waveform
         )
-        super().__init__(ssl, SSLAASISTBackend(in_dim=ssl.out_dim, **backend_kwargs))
+        super().__init__(ssl, self.backend_cls(in_dim=ssl.out_dim, **backend_kwargs))
 
 
-class XLSRConformerTCM(SSLCountermeasure):
+class XLSRAASIST(_XLSRModel):
+    """SSL-AASIST; ``backend_kwargs`` go to :class:`SSLAASISTBackend`."""
+
+    backend_cls = SSLAASISTBackend
+
+
+class XLSRConformerTCM(_XLSRModel):
     """XLSR-Conformer with TCM; ``backend_kwargs`` go to :class:`~dpda.models.conformer.ConformerTCMBackend`
     (``dim=144, n_blocks=4, heads=4, kernel_size=31, ff_mult=4, dropout=0.1, tcm=True``)."""
 
-    def __init__(
-        self,
-        ssl_config: Any = None,
-        ssl_pretrained: Optional[PathLike] = None,
-        ssl_layer: LayerSpec = "last",
-        freeze_ssl: bool = False,
-        trust_pickle: bool = False,
-        gradient_checkpointing: bool = False,
-        normalize_waveform: bool = False,
-        **backend_kwargs: Any,
-    ) -> None:
-        ssl = _front_end(
-            ssl_config, ssl_pretrained, ssl_layer, freeze_ssl, trust_pickle, gradient_checkpointing, normalize_waveform
-        )
-        super().__init__(ssl, ConformerTCMBackend(in_dim=ssl.out_dim, **backend_kwargs))
+    backend_cls = ConformerTCMBackend
 
 
-class XLSRMamba(SSLCountermeasure):
+class XLSRMamba(_XLSRModel):
     """XLSR-Mamba; ``backend_kwargs`` go to :class:`~dpda.models.mamba.BiMambaBackend`
     (``d_model=144, n_layers=6`` per direction, ``d_state=16, d_conv=4, expand=2``)."""
 
-    def __init__(
-        self,
-        ssl_config: Any = None,
-        ssl_pretrained: Optional[PathLike] = None,
-        ssl_layer: LayerSpec = "last",
-        freeze_ssl: bool = False,
-        trust_pickle: bool = False,
-        gradient_checkpointing: bool = False,
-        normalize_waveform: bool = False,
-        **backend_kwargs: Any,
-    ) -> None:
-        ssl = _front_end(
-            ssl_config, ssl_pretrained, ssl_layer, freeze_ssl, trust_pickle, gradient_checkpointing, normalize_waveform
-        )
-        super().__init__(ssl, BiMambaBackend(in_dim=ssl.out_dim, **backend_kwargs))
+    backend_cls = BiMambaBackend
 
 
 @register_model("xlsr_aasist")
