@@ -68,6 +68,8 @@ def test_full_run_writes_a_usable_run_directory(corpus, tmp_path):
     assert {"dev_loss", "dev_eer", "conflict_rate", "mean_cos", "train_loss_orig", "train_loss_aug"} <= set(epochs[0])
     assert {"cos", "conflict", "norm_orig", "norm_aug", "loss_orig", "loss_aug", "lr"} <= set(steps[0])
     assert set(summary["plots"]) >= {"loss", "conflict_rate", "cos_hist", "dev_eer", "grad_norms"}
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
     model, info = load_model(run)
     assert info["threshold"] is not None and set(info["calibration"]) == {"a", "b"}
     assert len(info["averaged_epochs"]) == 2

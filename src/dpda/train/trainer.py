@@ -11,6 +11,8 @@ Run directory layout::
     RUN_DIR/model.pt           final model: average of the top-k epochs' weights, with the
                                dev EER threshold and a logistic calibration fitted on dev
     RUN_DIR/plots/*.png        loss per path, conflict rate, cosine histogram, dev EER, gradient norms
+    RUN_DIR/tensorboard/       TensorBoard events (when the ``tensorboard`` package is installed:
+                               ``pip install dpda[tensorboard]``)
     RUN_DIR/summary.json       final numbers
 
 Weight averaging: floating-point tensors of the top-k state dicts (BatchNorm
@@ -304,12 +306,31 @@ class Trainer:
         return state["epoch"], state["batch"], state["global_step"], acc, tracker, np.array(t["cos_hist"], dtype=np.int64)
 
     # ------------------------------------------------------------------ logging
+    def _tensorboard(self, purge_step: Optional[int]):
+        if not self.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # the tensorboard package is optional
+            return None
+        # purge_step drops events a killed run wrote after its last checkpoint
+        return SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge_step)
+
     def _record(self, rec: Dict[str, Any]) -> None:
         if not self.is_main:
             return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
             f.flush()
+        tb = getattr(self, "tb", None)
+        if tb is not None:
+            kind = rec["type"]
+            step = rec["step"] if kind == "step" else rec["epoch"]
+            for k, v in rec.items():
+                if k not in ("type", "epoch", "step", "batch") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    tb.add_scalar(f"{kind}/{k}", v, step)
+            if kind == "step" and "conflict" in rec:
+                tb.add_scalar("step/conflict", int(rec["conflict"]), step)
 
     def _write_run_files(self) -> None:
         if not self.is_main:
@@ -401,6 +422,7 @@ class Trainer:
             self.log(f"resuming {self.run_dir} at epoch {start_epoch + 1}, batch {start_batch} (step {global_step})")
         else:
             self._write_run_files()
+        self.tb = self._tensorboard(purge_step=global_step + 1 if self.resume else None)
         stopped_early = False
         for epoch in range(start_epoch, cfg.train.epochs):
             if self.history and self._should_stop():
@@ -549,6 +571,8 @@ class Trainer:
             self.log(f"finished: {len(self.history)} epoch(s), best epoch {best['epoch']}; model: {self.run_dir / 'model.pt'}")
         if self.engine is not None:
             self.engine.close()
+        if getattr(self, "tb", None) is not None:
+            self.tb.close()
         return summary
 
     def _step_records(self) -> List[Dict[str, Any]]:
