@@ -95,6 +95,19 @@ def check_same_dir(protocol: Path, root: Optional[Path], fmt: str) -> None:
         )
 
 
+def parse_rows(protocol: Path, rows, one, utts: List[Utterance], problems: List[Problem]) -> Tuple[List[Utterance], List[Problem]]:
+    """Apply ``one(row, line_no)`` to the rows of :func:`csv_rows`, collecting bad rows as problems."""
+    for no, row, error in rows:
+        if row is None:
+            problems.append(Problem(protocol, no, error))
+            continue
+        try:
+            utts.append(one(row, no))
+        except LineError as e:
+            problems.append(Problem(protocol, no, str(e)))
+    return utts, problems
+
+
 def csv_rows(lines: Sequence[str], delimiter: str = ",") -> Iterator[Tuple[int, Optional[List[str]], str]]:
     """``(line, cells, error)`` for each non-blank CSV row.
 
@@ -214,12 +227,4 @@ def parse(protocol: Path, root: Optional[Path]) -> Tuple[List[Utterance], List[P
             line=no,
         )
 
-    for no, row, error in rows:
-        if row is None:
-            problems.append(Problem(protocol, no, error))
-            continue
-        try:
-            utts.append(one(row, no))
-        except LineError as e:
-            problems.append(Problem(protocol, no, str(e)))
-    return utts, problems
+    return parse_rows(protocol, rows, one, utts, problems)

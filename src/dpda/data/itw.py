@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from dpda.data.generic import csv_rows, label_any_case
+from dpda.data.generic import csv_rows, label_any_case, parse_rows
 from dpda.data.manifest import (
     BONAFIDE,
     SPOOF,
@@ -82,12 +82,4 @@ def parse(protocol: Path, root: Optional[Path]) -> Tuple[List[Utterance], List[P
             line=no,
         )
 
-    for no, row, error in rows:
-        if row is None:
-            problems.append(Problem(protocol, no, error))
-            continue
-        try:
-            utts.append(one(row, no))
-        except LineError as e:
-            problems.append(Problem(protocol, no, str(e)))
-    return utts, problems
+    return parse_rows(protocol, rows, one, utts, problems)
