@@ -96,6 +96,15 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     return u, delta, A, B, C
 
 
+def _skip_and_gate(y: torch.Tensor, u: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mamba's output: add the skip ``D * u`` and gate with ``silu(z)`` (float32, (b, d, l))."""
+    if D is not None:
+        y = y + D.float()[None, :, None] * u
+    if z is not None:
+        y = y * F.silu(z.float())
+    return y
+
+
 def selective_scan_ref(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -124,10 +133,7 @@ def selective_scan_ref(
             h = a_bar * h + bx
             ys.append((h * C[:, None, :, t]).sum(-1))  # (b, d)
         y = torch.stack(ys, dim=-1)
-        if D is not None:
-            y = y + D.float()[None, :, None] * u
-        if z is not None:
-            y = y * F.silu(z.float())
+        y = _skip_and_gate(y, u, D, z)
     return y.to(dtype)
 
 
@@ -199,10 +205,7 @@ def selective_scan_torch(
         # 3) read-out y_t = C_t . h_t
         y = torch.einsum("bcldn,bcln->bcld", h_all, Ct.reshape(b, nc, L, n))
         y = y.reshape(b, nc * L, d)[:, :length].transpose(1, 2)  # (b, d, l)
-        if D is not None:
-            y = y + D.float()[None, :, None] * u
-        if z is not None:
-            y = y * F.silu(z.float())
+        y = _skip_and_gate(y, u, D, z)
     return y.to(dtype)
 
 
