@@ -81,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
                       checkpoint_every=args.checkpoint_every)
     try:
         summary = trainer.fit()
+        if dist.is_initialized():
+            # Rank 0 averages, validates and writes the final model after the other ranks are done;
+            # leaving together keeps gloo from tearing down a connection its peer still holds.
+            dist.barrier()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
