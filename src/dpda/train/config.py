@@ -80,6 +80,7 @@ class TrainConfig:
     engine_mode: str = "joint"  # joint | split
     aligner: AlignerConfig = field(default_factory=AlignerConfig)
     epochs: int = 100
+    steps_per_epoch: Optional[int] = None  # cap: an epoch is the first N batches of its shuffled order (None: all)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     bonafide_weight: float = 0.9
@@ -139,6 +140,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{name}: must be >= 1, got {value}")
     if not 0 <= cfg.augment.rawboost_algo <= 8:
         raise ConfigError(f"augment.rawboost_algo: expected 0..8, got {cfg.augment.rawboost_algo}")
+    if cfg.train.steps_per_epoch is not None and cfg.train.steps_per_epoch < 1:
+        raise ConfigError(f"train.steps_per_epoch: must be >= 1 or null, got {cfg.train.steps_per_epoch}")
     if cfg.train.top_k < 1:
         raise ConfigError(f"train.top_k: must be >= 1, got {cfg.train.top_k}")
     return cfg

@@ -95,16 +95,22 @@ def epoch_order(n: int, seed: int, epoch: int) -> List[int]:
 class EpochSampler(Sampler):
     """Indices of one epoch for one rank, from batch ``start_batch`` on.
 
+    ``max_batches`` caps the epoch at that many global batches (the first ones of
+    the epoch's order), so successive epochs see different subsets of the data.
+
     The global order is :func:`epoch_order`; it is cut to a multiple of
     ``world_size * batch_size`` (the last incomplete global batch is
     dropped) and rank ``r`` takes every ``world_size``-th batch-sized slice,
     so ranks see disjoint data of equal size.
     """
 
-    def __init__(self, n: int, seed: int, epoch: int, batch_size: int, rank: int = 0, world_size: int = 1, start_batch: int = 0) -> None:
+    def __init__(self, n: int, seed: int, epoch: int, batch_size: int, rank: int = 0, world_size: int = 1, start_batch: int = 0,
+                 max_batches: Optional[int] = None) -> None:
         self.n, self.seed, self.epoch = n, seed, epoch
         self.batch_size, self.rank, self.world_size, self.start_batch = batch_size, rank, world_size, start_batch
         self.num_batches = n // (batch_size * world_size)
+        if max_batches is not None:  # a capped epoch: the first max_batches global batches of this epoch's order
+            self.num_batches = min(self.num_batches, max_batches)
 
     def __iter__(self) -> Iterator[int]:
         order = epoch_order(self.n, self.seed, self.epoch)

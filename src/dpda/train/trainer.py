@@ -430,7 +430,7 @@ class Trainer:
                 break
             self.train_set.set_epoch(epoch)
             sampler = EpochSampler(len(self.train_set), cfg.seed, epoch, cfg.data.batch_size, self.rank, self.world,
-                                   start_batch if epoch == start_epoch else 0)
+                                   start_batch if epoch == start_epoch else 0, max_batches=cfg.train.steps_per_epoch)
             loader = train_loader(self.train_set, sampler, cfg.data.num_workers)
             if epoch != start_epoch or start_batch == 0:
                 acc, tracker, cos_hist = EpochAccumulator(), ConflictTracker(), np.zeros(COS_BINS, dtype=np.int64)
