@@ -1,0 +1,138 @@
+"""bench/minibench.py: the grid runner on a tiny stand-in corpus with minibench's layout."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from dpda.data import load_manifest
+from dpda.evaluation import evaluate_scores, join_scores, read_scores
+from tests.conftest import REPO_ROOT
+
+
+def _load_runner():
+    spec = importlib.util.spec_from_file_location("bench_minibench", REPO_ROOT / "bench" / "minibench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+runner = _load_runner()
+
+
+def _fake_minibench(root, per_class=6):
+    """minibench's layout (protocols/minibench.<split>.txt, flac/<split>/), noise as audio."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "dev", "eval", "ood_dev"):
+        (root / "flac" / split).mkdir(parents=True)
+        lines = []
+        for i in range(2 * per_class):
+            spoof = i % 2 == 1
+            x = rng.standard_normal(8000).astype(np.float32) * 0.1
+            if not spoof:  # bona fide: smoothed (low-passed) noise, spoof: white noise
+                x = np.convolve(x, np.ones(8) / 8, mode="same").astype(np.float32)
+            utt = f"MB_{split}_{i:03d}"
+            sf.write(root / "flac" / split / f"{utt}.flac", x, 16000)
+            lines.append(f"SPK{i % 3} {utt} - {'S1' if spoof else '-'} {'spoof' if spoof else 'bonafide'}")
+        (root / "protocols").mkdir(exist_ok=True)
+        (root / "protocols" / f"minibench.{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_shipped_grid_is_valid_and_covers_the_issue_grid():
+    grid = runner.load_grid(REPO_ROOT / "configs" / "minibench" / "grid.yaml")
+    assert grid["seeds"] == [1, 2, 3] and grid["baseline"] == "dual"
+    by_name = {m["name"]: m["set"] for m in grid["methods"]}
+    assert by_name["single"]["train.mode"] == "single"
+    assert by_name["dual"]["train.mode"] == "dual"
+    for name in ("pcgrad", "gradvac", "cagrad"):
+        assert by_name[name] == {"train.mode": "dpda", "train.aligner.name": name}
+    assert by_name["pcgrad_split"]["train.engine_mode"] == "split"
+
+
+def test_grid_file_errors_name_the_problem(tmp_path):
+    bad = tmp_path / "grid.yaml"
+    bad.write_text(yaml.safe_dump({"seeds": [1], "baseline": "x", "methods": [{"name": "a", "set": {}}]}))
+    with pytest.raises(SystemExit, match="baseline 'x'"):
+        runner.load_grid(bad)
+
+
+def _result(method, seed, eer_eval, eer_ood, mode="dpda", conflicts=(0.2, 0.4)):
+    per_epoch = [{"epoch": i + 1, "dev_loss": 0.5, "conflict_rate": c, "steps": 10, "seconds": 2.0, "clips_per_s": 8.0,
+                  "mean_norm_orig": 1.0, "mean_norm_aug": 2.0} for i, c in enumerate(conflicts)]
+    return {"method": method, "seed": seed, "mode": mode, "eer": {"eval": eer_eval, "ood_dev": eer_ood},
+            "per_epoch": per_epoch, "best_epoch": 2, "epochs_run": 2, "train_wall_s": 10.0, "score_wall_s": 5.0}
+
+
+def test_summary_relative_change_and_conflicts():
+    grid = {"baseline": "dual", "methods": [{"name": "single"}, {"name": "dual"}, {"name": "pcgrad"}]}
+    results = {"single": [_result("single", 1, 12.0, 30.0, mode="single")],
+               "dual": [_result("dual", 1, 10.0, 20.0), _result("dual", 2, 12.0, 30.0)],
+               "pcgrad": [_result("pcgrad", 1, 9.0, 20.0), _result("pcgrad", 2, 9.0, 25.0)]}
+    rows = {r["method"]: r for r in runner.summarize(grid, results)["rows"]}
+    assert rows["pcgrad"]["eval_rel"] == pytest.approx(100 * (9.0 - 11.0) / 11.0)
+    assert rows["pcgrad"]["ood_dev_rel"] == pytest.approx(100 * (22.5 - 25.0) / 25.0)
+    assert rows["dual"]["eval_std"] == pytest.approx(np.std([10.0, 12.0], ddof=1))
+    assert rows["pcgrad"]["conflict_overall"] == pytest.approx(30.0)
+    assert rows["pcgrad"]["conflict_first"] == pytest.approx(20.0) and rows["pcgrad"]["conflict_last"] == pytest.approx(40.0)
+    assert rows["single"]["conflict_overall"] is None  # one path: no conflict to measure
+    table = runner.markdown(runner.summarize(grid, results), None)
+    assert "| dual | 11.00 ± 1.41 | 10.00 / 12.00 | – |" in table
+    assert "-18.2 %" in table
+
+
+def test_report_section_is_replaced_and_the_rest_kept(tmp_path):
+    report = tmp_path / "RESULTS.md"
+    report.write_text("# Title\n\nintro\n")
+    runner.write_report(report, "table one\n")
+    runner.write_report(report, "table two\n")
+    text = report.read_text()
+    assert text.startswith("# Title\n\nintro\n") and "table two" in text and "table one" not in text
+    report.write_text(text + "\nafterword\n")
+    runner.write_report(report, "table three\n")
+    final = report.read_text()
+    assert final.endswith("afterword\n") and final.count(runner.BEGIN) == 1 and "table three" in final
+
+
+@pytest.mark.slow
+def test_grid_runs_scores_and_skips_finished_cells(tmp_path, capsys):
+    mb = _fake_minibench(tmp_path / "mb")
+    out, report = tmp_path / "out", tmp_path / "docs" / "RESULTS.md"
+    args = ["--minibench", str(mb), "--out", str(out), "--report", str(report), "--seeds", "1",
+            "--methods", "dual", "pcgrad", "--set", "data.crop_samples=4000", "--set", "data.batch_size=2",
+            "--set", "train.epochs=2", "--set", "train.steps_per_epoch=2", "--set", "train.top_k=1"]
+    assert runner.main(args) == 0
+    first = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    for method in ("dual", "pcgrad"):
+        [res] = results["results"][method]
+        run_dir = out / method / "seed1"
+        assert res["epochs_run"] == 2 and len(res["per_epoch"]) == 2
+        assert all(e["steps"] == 2 for e in res["per_epoch"])  # train.steps_per_epoch reached the trainer
+        # the score files are complete and re-score to the EER in the table
+        for split in ("eval", "ood_dev"):
+            manifest = load_manifest("asvspoof2019", mb / "protocols" / f"minibench.{split}.txt", mb / "flac" / split)
+            rescored = evaluate_scores(join_scores(manifest, read_scores(run_dir / "scores" / f"{split}.txt")),
+                                       fmt="asvspoof2019")["eer"]
+            assert rescored == pytest.approx(res["eer"][split])
+            assert f"{res['eer'][split]:.2f}" in first
+    cfg = yaml.safe_load((out / "pcgrad" / "seed1.yaml").read_text())
+    assert cfg["train"]["aligner"]["name"] == "pcgrad" and cfg["seed"] == 1
+    assert cfg["data"]["train"]["protocol"] == str(mb / "protocols" / "minibench.train.txt")
+    text = report.read_text()
+    assert runner.BEGIN in text and (report.parent / "figures" / "minibench_conflict_rate.png").stat().st_size > 0
+    assert text.split(runner.BEGIN)[1].split(runner.END)[0].strip().endswith(
+        (out / "results.md").read_text().strip().splitlines()[-1])
+
+    # rerun: both cells are skipped, nothing is retrained, the table is the same
+    stamp = (out / "dual" / "seed1" / "model.pt").stat().st_mtime_ns
+    assert runner.main(args) == 0
+    second = capsys.readouterr().out
+    assert second.count("finished earlier, skipped") == 2
+    assert (out / "dual" / "seed1" / "model.pt").stat().st_mtime_ns == stamp
+    assert (out / "results.md").read_text() in second
