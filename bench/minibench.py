@@ -293,6 +293,7 @@ def plot(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]], out_dir
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out_dir.mkdir(parents=True, exist_ok=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -308,6 +309,7 @@ def plot(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]], out_dir
                 ys = [scale * e[key] for e in r["per_epoch"] if e.get(key) is not None]
                 ax.plot(xs, ys, "-", color=colors[i % len(colors)], alpha=0.85, marker=".",
                         label=m.get("label", m["name"]) if j == 0 else None)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     per_method(ax, "conflict_rate", 100.0, skip_single=True)
