@@ -97,6 +97,11 @@ def test_report_section_is_replaced_and_the_rest_kept(tmp_path):
     runner.write_report(report, "table three\n")
     final = report.read_text()
     assert final.endswith("afterword\n") and final.count(runner.BEGIN) == 1 and "table three" in final
+    runner.write_report(report, "supplement\n", section="b4")  # a second generated section, added then replaced
+    runner.write_report(report, "supplement two\n", section="b4")
+    final = report.read_text()
+    assert "table three" in final and "supplement two" in final and "supplement\n" not in final
+    assert final.count("<!-- minibench:b4:begin -->") == 1
 
 
 @pytest.mark.slow
