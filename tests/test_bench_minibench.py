@@ -55,6 +55,15 @@ def test_shipped_grid_is_valid_and_covers_the_issue_grid():
     assert by_name["pcgrad_split"]["train.engine_mode"] == "split"
 
 
+@pytest.mark.parametrize("name", ["grid_split_control.yaml", "grid_batch4.yaml"])
+def test_supplementary_grids_are_valid(name):
+    grid = runner.load_grid(REPO_ROOT / "configs" / "minibench" / name)
+    main = {m["name"]: m["set"] for m in runner.load_grid(REPO_ROOT / "configs" / "minibench" / "grid.yaml")["methods"]}
+    for m in grid["methods"]:  # a cell that shares a main-grid name must be that same cell (it is reused)
+        if m["name"] in main:
+            assert m["set"] == main[m["name"]]
+
+
 def test_grid_file_errors_name_the_problem(tmp_path):
     bad = tmp_path / "grid.yaml"
     bad.write_text(yaml.safe_dump({"seeds": [1], "baseline": "x", "methods": [{"name": "a", "set": {}}]}))

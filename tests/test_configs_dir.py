@@ -8,8 +8,8 @@ from dpda.config import load_config
 from dpda.train.config import RunConfig, validate
 from tests.conftest import REPO_ROOT
 
-# grid.yaml files list the cells of a benchmark grid (bench/minibench.py), not a run config
-CONFIGS = sorted(p for p in (REPO_ROOT / "configs").glob("**/*.yaml") if p.name != "grid.yaml")
+# grid*.yaml files list the cells of a benchmark grid (bench/minibench.py), not a run config
+CONFIGS = sorted(p for p in (REPO_ROOT / "configs").glob("**/*.yaml") if not p.name.startswith("grid"))
 
 
 def test_configs_exist():
