@@ -251,6 +251,9 @@ def summarize(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]]) ->
             row[f"{s}_eer"] = vals
             row[f"{s}_mean"] = statistics.fmean(vals)
             row[f"{s}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            attacks = sorted({a for r in rs for a in r.get("per_attack", {}).get(s, {})})
+            row[f"{s}_per_attack"] = {a: statistics.fmean(r["per_attack"][s][a] for r in rs) for a in attacks
+                                      if all(a in r.get("per_attack", {}).get(s, {}) for r in rs)}
             if base:
                 b = statistics.fmean(r["eer"][s] for r in base)
                 row[f"{s}_rel"] = 100.0 * (row[f"{s}_mean"] - b) / b if b else math.nan
@@ -280,6 +283,14 @@ def markdown(summary: Dict[str, Any], figures: Optional[str], prefix: str = "min
             cells += [f"{r[f'{s}_mean']:.2f} ± {r[f'{s}_std']:.2f}", " / ".join(f"{v:.2f}" for v in r[f"{s}_eer"]),
                       "–" if r["method"] == base else _fmt(r.get(f"{s}_rel"), "+.1f", " %")]
         lines.append("| " + " | ".join(cells) + " |")
+    for s in SPLITS:
+        attacks = sorted({a for r in rows for a in r.get(f"{s}_per_attack", {})})
+        if not attacks:
+            continue
+        lines += ["", f"### {s}: EER (%) per attack, mean over seeds (all bona fide against that attack's spoofs)", "",
+                  "| method | " + " | ".join(attacks) + " |", "|---|" + "---:|" * len(attacks)]
+        for r in rows:
+            lines.append("| " + " | ".join([r["label"]] + [_fmt(r[f"{s}_per_attack"].get(a), ".2f") for a in attacks]) + " |")
     lines += ["", "### Training: convergence, conflicts, cost", "",
               "| method | best dev-loss epoch (per seed) | epochs run | conflict rate overall | first epoch | last epoch "
               "| s / epoch | clips / s | total s / run |",
