@@ -17,7 +17,7 @@ Layout under ``--out`` (default ``runs/minibench``)::
     OUT/<method>/seed<k>/              the dpda run directory (config.yaml, metrics.jsonl, model.pt, ...)
     OUT/<method>/seed<k>/scores/eval.txt, ood_dev.txt   per-utterance scores (``dpda evaluate`` input)
     OUT/<method>/seed<k>/result.json   what the table is built from
-    OUT/results.json, OUT/results.md   the collected table
+    OUT/results.json, OUT/results.md   the collected table (results_<section>.* for --section)
 
 With ``--report docs/RESULTS.md`` (the default) the generated part of that file
 (between ``<!-- minibench:begin -->`` and ``<!-- minibench:end -->``) is
@@ -435,8 +435,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = markdown(summary, rel_fig, figure_prefix(args.section))
     from dpda.fileio import atomic_write_text
 
-    atomic_write_text(out / "results.json", json.dumps({"summary": summary, "results": results}, indent=1))
-    atomic_write_text(out / "results.md", table)
+    stem = "results" if args.section == "main" else f"results_{args.section}"
+    atomic_write_text(out / f"{stem}.json", json.dumps({"summary": summary, "results": results}, indent=1))
+    atomic_write_text(out / f"{stem}.md", table)
     if str(args.report) != "-":
         write_report(args.report, table, args.section)
     print()
