@@ -180,16 +180,16 @@ def run_cell(grid_name: str, method: Dict[str, Any], seed: int, base: Dict[str, 
     cell_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(exist_ok=True)
     cfg_path = cell_dir / f"seed{seed}.yaml"
-    cfg_path.write_text(dump_yaml(cell_config(base, method, seed, minibench, extra)))
+    cfg = cell_config(base, method, seed, minibench, extra)
+    cfg_path.write_text(dump_yaml(cfg))
     train_cell(cfg_path, run_dir)
     log(f"[{grid_name}] {method['name']} seed {seed}: scoring eval and ood_dev")
     scores = score_cell(run_dir, minibench)
     summary = json.loads((run_dir / "summary.json").read_text())
     epochs = epoch_records(run_dir)
     walls = json.loads((run_dir / "bench_wall.json").read_text())
-    mode = yaml.safe_load(cfg_path.read_text())["train"]["mode"]
     result = {
-        "method": method["name"], "seed": seed, "mode": mode,
+        "method": method["name"], "seed": seed, "mode": cfg["train"]["mode"],
         "eer": {s: scores[s]["eer"] for s in SPLITS},
         "per_attack": {s: scores[s]["per_attack"] for s in SPLITS},
         "epochs_run": len(epochs), "best_epoch": summary.get("best_epoch"), "stopped_early": summary.get("stopped_early"),
