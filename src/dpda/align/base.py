@@ -7,7 +7,7 @@ gradients, with coefficients that depend only on their inner products. So an
 aligner works in two steps:
 
 1. the ``(k, k)`` Gram matrix ``G = grads @ grads.T`` (one pass over the
-   gradients; float32 accumulation, coefficient algebra in float64);
+   gradients, on their device; float32 accumulation, coefficient algebra in float64);
 2. a small ``(k, k)`` problem gives a coefficient matrix ``alpha`` whose row
    ``i`` expresses the modified gradient of task ``i`` in the basis of the
    original gradients (``g_i' = sum_m alpha[i, m] g_m``);
@@ -22,6 +22,15 @@ Entries where some task has no gradient (``has_grad`` False, e.g. a parameter
 that only one path uses) follow the paper code: they are merged with the
 *sum* of the tasks' modified gradients instead of the reduction (PCGrad,
 GradVac), as in the public code; see each aligner.
+
+Devices: the gradients stay on their device (CPU or GPU). The ``(k, k)``
+coefficient algebra runs on the CPU in float64 **on purpose**, and this module
+is the only place that moves data for it: :func:`gram_matrix` brings the Gram
+matrix to :data:`COEFFICIENT_DEVICE`, and :func:`weighted_sum` / :func:`combine`
+take the ``k`` weights back to the gradients' device. With k = 2 to 5 the
+algebra is a few dozen scalar steps with Python branching; on a GPU each would
+cost a kernel launch and a synchronisation, on the CPU it costs microseconds.
+Every tensor the coefficient code creates uses ``device=gram.device``.
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 
 Segments = Sequence[Tuple[int, int]]
+
+#: where the small (k, k) coefficient algebra of every aligner runs (see the module docstring)
+COEFFICIENT_DEVICE = torch.device("cpu")
 
 
 def as_grad_matrix(grads: torch.Tensor) -> torch.Tensor:
@@ -47,8 +59,17 @@ def as_grad_matrix(grads: torch.Tensor) -> torch.Tensor:
 
 
 def gram_matrix(grads: torch.Tensor) -> torch.Tensor:
-    """``(k, k)`` float64 Gram matrix of the rows of ``grads`` (accumulated in the grads' dtype)."""
-    return (grads @ grads.T).double()
+    """``(k, k)`` float64 Gram matrix of the rows of ``grads``, on :data:`COEFFICIENT_DEVICE`.
+
+    The product is accumulated on the gradients' device in their dtype; only
+    the k*k result crosses to the CPU (one synchronisation per call).
+    """
+    return (grads @ grads.T).to(device=COEFFICIENT_DEVICE, dtype=torch.float64)
+
+
+def to_grads_device(weights: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Coefficients ``weights`` (k,) moved to the gradients' device and dtype (the way back from the CPU)."""
+    return weights.to(device=grads.device, dtype=grads.dtype)
 
 
 def pair_stats(gram: torch.Tensor) -> Dict[str, Any]:
@@ -57,7 +78,7 @@ def pair_stats(gram: torch.Tensor) -> Dict[str, Any]:
     For k = 2: ``dot``, ``cos``, ``norms`` and ``conflict`` (dot < 0). For
     k > 2: ``cos_matrix``, ``norms`` and ``conflict`` (any negative pair).
     """
-    g = gram.detach().cpu()
+    g = gram.detach().to(COEFFICIENT_DEVICE)
     norms = g.diagonal().clamp_min(0).sqrt()
     denom = torch.outer(norms, norms)
     cos = torch.where(denom > 0, g / denom.clamp_min(1e-300), torch.zeros_like(g))
@@ -69,7 +90,7 @@ def pair_stats(gram: torch.Tensor) -> Dict[str, Any]:
             "norms": [float(norms[0]), float(norms[1])],
             "conflict": bool(g[0, 1] < 0),
         }
-    off = ~torch.eye(k, dtype=torch.bool)
+    off = ~torch.eye(k, dtype=torch.bool, device=g.device)
     return {"cos_matrix": cos.tolist(), "norms": norms.tolist(), "conflict": bool((g[off] < 0).any())}
 
 
@@ -77,7 +98,7 @@ def weighted_sum(grads: torch.Tensor, weights: torch.Tensor, inplace: bool = Fal
     """``weights @ grads``; with ``inplace`` the result overwrites (and is) ``grads[0]``."""
     w = weights.to(torch.float64).tolist()
     if not inplace:
-        return weights.to(grads.dtype).to(grads.device) @ grads
+        return to_grads_device(weights, grads) @ grads
     out = grads[0]
     out.mul_(w[0])
     for m in range(1, grads.shape[0]):
@@ -113,7 +134,7 @@ def combine(
         if not bool(shared.all()):
             mask = ~shared
             if nonshared == "sum":
-                other = alpha.sum(dim=0).to(grads.dtype).to(grads.device) @ grads[:, mask]
+                other = to_grads_device(alpha.sum(dim=0), grads) @ grads[:, mask]
             elif nonshared == "first":
                 other = grads[0, mask].clone()
             else:

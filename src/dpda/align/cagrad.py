@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from dpda.align.base import Aligner, pair_stats, weighted_sum
+from dpda.align.base import Aligner, gram_matrix, pair_stats, to_grads_device, weighted_sum
 
 
 def _objective(w, a, b, c):
@@ -35,10 +35,10 @@ def cagrad_weights_exact(a: torch.Tensor, c: float) -> torch.Tensor:
     if a.shape != (2, 2):
         raise ValueError("solver='exact' supports two tasks; use solver='slsqp' for more")
     a = a.double()
-    b = torch.full((2,), 0.5, dtype=torch.float64)
+    b = torch.full((2,), 0.5, dtype=torch.float64, device=a.device)
 
     def f(t: float) -> float:
-        return _objective(torch.tensor([t, 1 - t], dtype=torch.float64), a, b, c)
+        return _objective(torch.tensor([t, 1 - t], dtype=torch.float64, device=a.device), a, b, c)
 
     lo, hi = 0.0, 1.0
     inv_phi = (math.sqrt(5) - 1) / 2
@@ -57,7 +57,7 @@ def cagrad_weights_exact(a: torch.Tensor, c: float) -> torch.Tensor:
             break
     candidates = [0.0, 1.0, (lo + hi) / 2]
     t = min(candidates, key=f)
-    return torch.tensor([t, 1 - t], dtype=torch.float64)
+    return torch.tensor([t, 1 - t], dtype=torch.float64, device=a.device)
 
 
 def cagrad_weights_slsqp(a: torch.Tensor, c: float) -> torch.Tensor:
@@ -66,7 +66,7 @@ def cagrad_weights_slsqp(a: torch.Tensor, c: float) -> torch.Tensor:
     from scipy.optimize import minimize
 
     k = a.shape[0]
-    a_np = a.double().cpu().numpy()
+    a_np = a.detach().to(device="cpu", dtype=torch.float64).numpy()
     b = np.ones(k) / k
 
     def objective(w):
@@ -78,7 +78,7 @@ def cagrad_weights_slsqp(a: torch.Tensor, c: float) -> torch.Tensor:
         bounds=[(0.0, 1.0)] * k,
         constraints=({"type": "eq", "fun": lambda w: 1.0 - np.sum(w)},),
     )
-    return torch.from_numpy(np.asarray(res.x, dtype=np.float64))
+    return torch.from_numpy(np.asarray(res.x, dtype=np.float64)).to(a.device)
 
 
 class CAGrad(Aligner):
@@ -104,7 +104,7 @@ class CAGrad(Aligner):
             if bool(shared.all()):
                 shared = None
         g_shared = grads if shared is None else grads[:, shared]
-        gram32 = (g_shared @ g_shared.T).float().cpu()
+        gram32 = gram_matrix(g_shared).float()  # float32 as the originals; on COEFFICIENT_DEVICE
         g0 = torch.sqrt(gram32.mean() + 1e-8)
         c_eff = float(self.c * g0 + 1e-8)
         gram = gram32.double()
@@ -113,7 +113,7 @@ class CAGrad(Aligner):
         else:
             w = cagrad_weights_slsqp(gram, c_eff)
         gw_norm = math.sqrt(max(float(w @ gram @ w), 0.0))
-        coef = torch.full((k,), 1.0 / k, dtype=torch.float64) + (c_eff / (gw_norm + 1e-8)) * w
+        coef = torch.full((k,), 1.0 / k, dtype=torch.float64, device=gram.device) + (c_eff / (gw_norm + 1e-8)) * w
         if self.rescale == 1:
             coef = coef / (1 + self.c**2)
         elif self.rescale == 2:
@@ -121,7 +121,7 @@ class CAGrad(Aligner):
         if shared is None:
             out = weighted_sum(grads, coef, inplace)
         else:
-            part = coef.to(grads.dtype).to(grads.device) @ g_shared
+            part = to_grads_device(coef, grads) @ g_shared
             out = grads[0] if inplace else grads[0].clone()
             out[shared] = part
         stats = pair_stats(gram)

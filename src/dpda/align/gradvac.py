@@ -16,7 +16,9 @@ the mean. LibMTL's variant: ``ema="always"`` (targets can become negative),
 of the flat gradient (per layer or per parameter; the engine passes the
 segments), as in the paper's layer-wise variants.
 
-State (``state_dict``): the targets ``phi_hat``, shape (groups, k, k).
+State (``state_dict``): the targets ``phi_hat``, shape (groups, k, k), float64
+on the CPU (coefficient-side state, whatever the gradients' device; a state
+saved on one device loads on any other).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from dpda.align.base import Aligner, combine, gram_matrix, pair_stats
+from dpda.align.base import COEFFICIENT_DEVICE, Aligner, combine, gram_matrix, pair_stats
 
 
 def gradvac_coefficients(gram: torch.Tensor, rho: torch.Tensor, beta: float, ema: str, eps: float = 1e-8):
@@ -39,7 +41,7 @@ def gradvac_coefficients(gram: torch.Tensor, rho: torch.Tensor, beta: float, ema
         (k, k) coefficients ``alpha`` (row i = modified g_i).
     """
     k = gram.shape[0]
-    alpha = torch.eye(k, dtype=torch.float64)
+    alpha = torch.eye(k, dtype=torch.float64, device=gram.device)
     for i in range(k):
         a = alpha[i].clone()
         for j in range(k):
@@ -92,7 +94,7 @@ class GradVac(Aligner):
         elif not segments:
             raise ValueError("GradVac(granularity='segments') needs the gradient segments (start, stop) at each call")
         if self.rho is None:
-            self.rho = torch.zeros(len(segments), k, k, dtype=torch.float64)
+            self.rho = torch.zeros(len(segments), k, k, dtype=torch.float64, device=COEFFICIENT_DEVICE)
         elif self.rho.shape != (len(segments), k, k):
             raise ValueError(
                 f"GradVac state has shape {tuple(self.rho.shape)} but this call has {len(segments)} segment(s) "
@@ -103,7 +105,7 @@ class GradVac(Aligner):
             alpha = gradvac_coefficients(gram, self.rho[0], self.beta, self.ema, self.eps)
             out = combine(grads, alpha, self.reduction, has_grad, nonshared="sum", inplace=inplace)
         else:
-            gram = torch.zeros(k, k, dtype=torch.float64)
+            gram = torch.zeros(k, k, dtype=torch.float64, device=COEFFICIENT_DEVICE)
             out = grads[0] if inplace else torch.empty(p, dtype=grads.dtype, device=grads.device)
             for s, (a, b) in enumerate(segments):
                 g = gram_matrix(grads[:, a:b])
@@ -114,7 +116,8 @@ class GradVac(Aligner):
                 if not inplace:
                     out[a:b] = part
         stats = pair_stats(gram)
-        stats["phi_hat_mean"] = float(self.rho[:, ~torch.eye(k, dtype=torch.bool)].mean()) if k > 1 else 0.0
+        off = ~torch.eye(k, dtype=torch.bool, device=COEFFICIENT_DEVICE)
+        stats["phi_hat_mean"] = float(self.rho[:, off].mean()) if k > 1 else 0.0
         return out, stats
 
     def state_dict(self):
@@ -125,7 +128,7 @@ class GradVac(Aligner):
         if unknown:
             raise ValueError(f"unexpected GradVac state keys {sorted(unknown)}")
         rho = state.get("rho")
-        self.rho = None if rho is None else torch.as_tensor(rho, dtype=torch.float64).clone().cpu()
+        self.rho = None if rho is None else torch.as_tensor(rho).to(device=COEFFICIENT_DEVICE, dtype=torch.float64).clone()
 
     def reset(self) -> None:
         self.rho = None

@@ -17,7 +17,7 @@ import itertools
 
 import torch
 
-from dpda.align.base import Aligner, pair_stats, weighted_sum
+from dpda.align.base import Aligner, gram_matrix, pair_stats, weighted_sum
 
 
 def min_norm_weights_2(v11: float, v12: float, v22: float) -> float:
@@ -37,7 +37,7 @@ def min_norm_weights_exact(gram: torch.Tensor) -> torch.Tensor:
         for face in itertools.combinations(range(k), size):
             idx = list(face)
             sub = gram[idx][:, idx]
-            ones = torch.ones(size, dtype=torch.float64)
+            ones = torch.ones(size, dtype=torch.float64, device=gram.device)
             try:
                 sol = torch.linalg.solve(sub, ones)
             except RuntimeError:  # singular face: a lower-dimensional face covers it
@@ -48,13 +48,13 @@ def min_norm_weights_exact(gram: torch.Tensor) -> torch.Tensor:
             w_face = sol / total
             if bool((w_face < -1e-12).any()):
                 continue
-            w = torch.zeros(k, dtype=torch.float64)
+            w = torch.zeros(k, dtype=torch.float64, device=gram.device)
             w[idx] = w_face.clamp_min(0)
             val = float(w @ gram @ w)
             if best_w is None or val < best_val - 1e-15 * max(1.0, abs(best_val)):
                 best_val, best_w = val, w
     if best_w is None:  # all gradients zero
-        return torch.full((k,), 1.0 / k, dtype=torch.float64)
+        return torch.full((k,), 1.0 / k, dtype=torch.float64, device=gram.device)
     return best_w
 
 
@@ -64,13 +64,13 @@ class MGDA(Aligner):
     name = "mgda"
 
     def _align(self, grads, has_grad, segments, inplace):
-        gram = (grads @ grads.T).double().cpu()
+        gram = gram_matrix(grads)
         k = grads.shape[0]
         if k == 1:
-            w = torch.ones(1, dtype=torch.float64)
+            w = torch.ones(1, dtype=torch.float64, device=gram.device)
         elif k == 2:
             gamma = min_norm_weights_2(float(gram[0, 0]), float(gram[0, 1]), float(gram[1, 1]))
-            w = torch.tensor([gamma, 1 - gamma], dtype=torch.float64)
+            w = torch.tensor([gamma, 1 - gamma], dtype=torch.float64, device=gram.device)
         else:
             w = min_norm_weights_exact(gram)
         out = weighted_sum(grads, w, inplace)

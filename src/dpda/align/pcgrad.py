@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from dpda.align.base import Aligner, combine, gram_matrix, pair_stats
+from dpda.align.base import COEFFICIENT_DEVICE, Aligner, combine, gram_matrix, pair_stats
 
 
 def pcgrad_coefficients(
@@ -39,7 +39,7 @@ def pcgrad_coefficients(
         the projected ``g_i`` as a combination of the original gradients.
     """
     k = gram.shape[0]
-    alpha = torch.eye(k, dtype=torch.float64)
+    alpha = torch.eye(k, dtype=torch.float64, device=gram.device)
     n_proj = 0
     for i in range(k):
         a = alpha[i].clone()
@@ -64,14 +64,15 @@ class PCGrad(Aligner):
         self.reduction = reduction
         self.eps = float(eps)
         self.shuffle = shuffle
-        self._generator = torch.Generator().manual_seed(seed) if shuffle else None
+        # the visiting order is coefficient-side state: a CPU generator whatever the gradients' device
+        self._generator = torch.Generator(device=COEFFICIENT_DEVICE).manual_seed(seed) if shuffle else None
 
     def _align(self, grads, has_grad, segments, inplace):
         gram = gram_matrix(grads)
         k = grads.shape[0]
         orders = None
         if self.shuffle:
-            orders = [torch.randperm(k, generator=self._generator).tolist() for _ in range(k)]
+            orders = [torch.randperm(k, generator=self._generator, device=COEFFICIENT_DEVICE).tolist() for _ in range(k)]
         alpha, n_proj = pcgrad_coefficients(gram, orders, self.eps)
         stats = pair_stats(gram)
         stats["n_projections"] = n_proj
@@ -82,7 +83,7 @@ class PCGrad(Aligner):
 
     def load_state_dict(self, state):
         if self._generator is not None and "generator" in state:
-            self._generator.set_state(state["generator"])
+            self._generator.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8, device=COEFFICIENT_DEVICE))
         elif state:
             super().load_state_dict(state)
 

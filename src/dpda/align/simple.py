@@ -15,7 +15,7 @@ class Mean(Aligner):
     def _align(self, grads, has_grad, segments, inplace):
         gram = gram_matrix(grads)
         k = grads.shape[0]
-        alpha = torch.eye(k, dtype=torch.float64)
+        alpha = torch.eye(k, dtype=torch.float64, device=gram.device)
         return combine(grads, alpha, "mean", has_grad, nonshared="sum", inplace=inplace), pair_stats(gram)
 
 
@@ -26,5 +26,5 @@ class Sum(Aligner):
 
     def _align(self, grads, has_grad, segments, inplace):
         gram = gram_matrix(grads)
-        alpha = torch.eye(grads.shape[0], dtype=torch.float64)
+        alpha = torch.eye(grads.shape[0], dtype=torch.float64, device=gram.device)
         return combine(grads, alpha, "sum", has_grad, inplace=inplace), pair_stats(gram)
