@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from dpda.align import Aligner, build_aligner
 from dpda.train import DualPathEngine, LossScaler, weighted_cross_entropy
+from tests.devices import assert_on, implicit_tensors_on_meta, on_devices
 
 
 class TinyNet(nn.Module):
@@ -40,12 +41,12 @@ class Recorder(Aligner):
         return out, {}
 
 
-def batch(seed=0, b=4, t=200):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, t, generator=g)
-    x_aug = x + 0.3 * torch.randn(b, t, generator=g)
-    y = torch.tensor([0, 1, 1, 0][:b])
-    return x, x_aug, y
+def batch(seed=0, b=4, t=200, device="cpu"):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.randn(b, t, generator=g, device="cpu")
+    x_aug = x + 0.3 * torch.randn(b, t, generator=g, device="cpu")
+    y = torch.tensor([0, 1, 1, 0][:b], device="cpu")
+    return x.to(device), x_aug.to(device), y.to(device)
 
 
 def trainable(model):
@@ -53,7 +54,7 @@ def trainable(model):
 
 
 def flat(grads):
-    return torch.cat([g.reshape(-1) for g in grads])
+    return torch.cat([g.reshape(-1).cpu() for g in grads])
 
 
 def reference_grads(model, x, x_aug, y, mode, loss_fn):
@@ -68,19 +69,21 @@ def reference_grads(model, x, x_aug, y, mode, loss_fn):
     return [flat([torch.zeros_like(p) if gi is None else gi for gi, p in zip(path, params)]) for path in g]
 
 
+@on_devices
 @pytest.mark.parametrize("mode", ["joint", "split"])
-def test_per_path_gradients_are_exact(mode):
+def test_per_path_gradients_are_exact(device, mode):
     torch.manual_seed(0)
-    model = TinyNet()
+    model = TinyNet().to(device)
     twin = copy.deepcopy(model)
     loss_fn = weighted_cross_entropy()
-    x, x_aug, y = batch()
+    x, x_aug, y = batch(device=device)
     rec = Recorder()
     engine = DualPathEngine(model, rec, loss_fn=loss_fn, mode=mode)
     out = engine.compute_gradients(x, x_aug, y)
+    assert_on(device, rec.seen, *(p.grad for p in trainable(model)))
     g0, g1 = reference_grads(twin, x, x_aug, y, mode, loss_fn)
-    torch.testing.assert_close(rec.seen[0], g0, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(rec.seen[1], g1, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(rec.seen[0].cpu(), g0, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(rec.seen[1].cpu(), g1, rtol=1e-5, atol=1e-7)
     assert out.loss_orig > 0 and out.loss_aug > 0 and not out.skipped
     # the installed update is the aligner's output, viewed per parameter
     torch.testing.assert_close(flat([p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable(model)]), g0 + g1)
@@ -118,12 +121,13 @@ def test_frozen_and_unused_parameters_are_left_untouched():
     assert model.head.weight.grad is not None
 
 
+@on_devices
 @pytest.mark.parametrize("name", ["none", "pcgrad", "gradvac", "cagrad", "mgda"])
-def test_update_equals_aligner_on_autograd_gradients(name):
+def test_update_equals_aligner_on_autograd_gradients(device, name):
     torch.manual_seed(0)
-    model = TinyNet(batchnorm=False)
+    model = TinyNet(batchnorm=False).to(device)
     twin = copy.deepcopy(model)
-    x, x_aug, y = batch(2)
+    x, x_aug, y = batch(2, device=device)
     engine = DualPathEngine(model, build_aligner(name))
     out = engine.compute_gradients(x, x_aug, y)
     g = torch.stack(reference_grads(twin, x, x_aug, y, "joint", engine.loss_fn))
@@ -142,28 +146,30 @@ def test_module_cosines():
     assert all(-1.0 <= c <= 1.0 for c in out.stats["module_cos"].values())
 
 
-def test_non_finite_gradient_skips_the_step_and_backs_off():
+@on_devices
+def test_non_finite_gradient_skips_the_step_and_backs_off(device):
     torch.manual_seed(0)
-    model = TinyNet(batchnorm=False)
+    model = TinyNet(batchnorm=False).to(device)
     before = [p.detach().clone() for p in model.parameters()]
     scaler = LossScaler(init_scale=2.0**16)
     engine = DualPathEngine(model, "gradvac", loss_scaler=scaler)
     opt = torch.optim.SGD(trainable(model), lr=0.1)
-    x, x_aug, y = batch()
+    x, x_aug, y = batch(device=device)
     x_aug[0, 5] = float("inf")  # a non-finite gradient in one path only
     out = engine.step(x, x_aug, y, opt)
     assert out.skipped and scaler.scale == 2.0**15
     assert all(torch.equal(a, p.detach()) for a, p in zip(before, model.parameters()))
     assert engine.aligner.state_dict()["rho"] is None  # aligner state untouched by a skipped step
     engine.loss_scaler.scale = 1024.0
-    out = engine.step(*batch(), opt)
+    out = engine.step(*batch(device=device), opt)
     assert not out.skipped and not all(torch.equal(a, p.detach()) for a, p in zip(before, model.parameters()))
 
 
-def test_loss_scaling_does_not_change_the_update():
+@on_devices
+def test_loss_scaling_does_not_change_the_update(device):
     torch.manual_seed(0)
-    base = TinyNet(batchnorm=False)
-    x, x_aug, y = batch(3)
+    base = TinyNet(batchnorm=False).to(device)
+    x, x_aug, y = batch(3, device=device)
     grads = []
     for scaler in (None, LossScaler(init_scale=256.0)):
         model = copy.deepcopy(base)
@@ -172,22 +178,56 @@ def test_loss_scaling_does_not_change_the_update():
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
 
 
-def test_bfloat16_autocast_runs():
+@on_devices
+@pytest.mark.parametrize("mode", ["joint", "split"])
+@pytest.mark.parametrize("amp_dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_autocast_runs(device, mode, amp_dtype):
     torch.manual_seed(0)
-    engine = DualPathEngine(TinyNet(), "pcgrad", amp_dtype=torch.bfloat16)
-    out = engine.compute_gradients(*batch())
-    assert not out.skipped and all(torch.isfinite(p.grad).all() for p in trainable(engine.model) if p.grad is not None)
+    engine = DualPathEngine(TinyNet().to(device), "pcgrad", mode=mode, amp_dtype=amp_dtype)
+    out = engine.compute_gradients(*batch(device=device))
+    assert (engine.loss_scaler is not None) == (amp_dtype == torch.float16)
+    grads = [p.grad for p in trainable(engine.model) if p.grad is not None]
+    assert not out.skipped and grads and all(torch.isfinite(g).all() for g in grads)
+    assert_on(device, *grads)
 
 
-def test_state_dict_round_trip():
+#: every aligner in both modes, and the mixed-precision paths with the paper's two aligners
+GUARD_CASES = [(a, m, None) for a in ("none", "sum", "pcgrad", "gradvac", "cagrad", "mgda") for m in ("joint", "split")] + [
+    (a, m, d) for a in ("pcgrad", "gradvac") for m in ("joint", "split") for d in (torch.bfloat16, torch.float16)]
+
+
+@pytest.mark.parametrize(("name", "mode", "amp_dtype"), GUARD_CASES,
+                         ids=[f"{a}-{m}-{str(d).replace('torch.', '')}" for a, m, d in GUARD_CASES])
+def test_engine_step_creates_no_tensor_off_the_model_device(name, mode, amp_dtype):
+    """The dual-path step with CPU inputs while implicitly created tensors land on 'meta' (see tests/devices.py)."""
     torch.manual_seed(0)
-    engine = DualPathEngine(TinyNet(), "gradvac", loss_scaler=LossScaler(init_scale=64.0))
-    engine.compute_gradients(*batch())
+    base = TinyNet()
+    results = []
+    for guarded in (False, True):
+        model = copy.deepcopy(base)
+        engine = DualPathEngine(model, name, mode=mode, amp_dtype=amp_dtype, module_stats=True)
+        x, x_aug, y = batch()
+        if guarded:
+            with implicit_tensors_on_meta():
+                out = engine.compute_gradients(x, x_aug, y)
+        else:
+            out = engine.compute_gradients(x, x_aug, y)
+        assert not out.skipped
+        results.append(flat([p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable(model)]))
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
+
+
+@on_devices
+def test_state_dict_round_trip(device):
+    torch.manual_seed(0)
+    engine = DualPathEngine(TinyNet().to(device), "gradvac", loss_scaler=LossScaler(init_scale=64.0))
+    engine.compute_gradients(*batch(device=device))
     state = engine.state_dict()
-    other = DualPathEngine(TinyNet(), "gradvac", loss_scaler=LossScaler())
+    other = DualPathEngine(TinyNet(), "gradvac", loss_scaler=LossScaler())  # resumed on the CPU
     other.load_state_dict(state)
     assert other.loss_scaler.scale == 64.0
     torch.testing.assert_close(other.aligner.state_dict()["rho"], engine.aligner.state_dict()["rho"])
+    assert not other.compute_gradients(*batch(1)).skipped
 
 
 def test_bad_inputs():

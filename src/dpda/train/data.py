@@ -63,7 +63,7 @@ class TrainSet(Dataset):
                 x_aug = pad_or_crop(x_aug, self.crop_samples)
             aug = torch.from_numpy(np.ascontiguousarray(x_aug))
         else:
-            aug = torch.empty(0)
+            aug = torch.empty(0, device="cpu")  # no augmented copy: augmentation happens on the device
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), aug, self.labels[i]
 
 
@@ -88,8 +88,8 @@ class EvalSet(Dataset):
 
 def epoch_order(n: int, seed: int, epoch: int) -> List[int]:
     """The visiting order of epoch ``epoch``: a permutation of ``range(n)`` drawn from (seed, epoch)."""
-    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
-    return torch.randperm(n, generator=g).tolist()
+    g = torch.Generator(device="cpu").manual_seed((seed * 1_000_003 + epoch) % (2**63))
+    return torch.randperm(n, generator=g, device="cpu").tolist()
 
 
 class EpochSampler(Sampler):
@@ -127,15 +127,18 @@ def _own_generator(seed: int) -> torch.Generator:
     # A DataLoader draws its workers' base seed when an iterator starts; with its own
     # generator that draw does not consume the global torch RNG (dropout etc.), so a
     # resumed run sees the same global random stream as an uninterrupted one.
-    return torch.Generator().manual_seed(seed)
+    # (a CPU generator on purpose: the DataLoader draws with it on the host)
+    return torch.Generator(device="cpu").manual_seed(seed)
 
 
-def train_loader(dataset: TrainSet, sampler: EpochSampler, num_workers: int) -> DataLoader:
+def train_loader(dataset: TrainSet, sampler: EpochSampler, num_workers: int, pin_memory: bool = False) -> DataLoader:
+    """Training batches ``(x, x_aug, label)``; ``pin_memory`` when they go to a GPU (faster, asynchronous copies)."""
     return DataLoader(dataset, batch_size=sampler.batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=True, persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                      drop_last=True, persistent_workers=False, pin_memory=pin_memory,
                       generator=_own_generator(sampler.seed * 31 + sampler.epoch))
 
 
-def eval_loader(dataset: EvalSet, batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+def eval_loader(dataset: EvalSet, batch_size: int, num_workers: int, pin_memory: bool = False) -> DataLoader:
+    """Evaluation batches ``(x, label)`` in protocol order."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory,
                       generator=_own_generator(0))

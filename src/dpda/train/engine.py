@@ -31,6 +31,11 @@ forward under autocast; float16 uses a :class:`~dpda.train.amp.LossScaler`:
 both path gradients are unscaled before alignment and a step whose gradients
 are not finite is skipped (no parameter or aligner state changes).
 
+Devices: the buffer lives on the device of the model's parameters (made anew
+if the model moves), the losses and class weights on the logits' device; only
+the aligner's (k, k) coefficient algebra and the per-parameter "received a
+gradient" flags are on the CPU, on purpose (see :mod:`dpda.align.base`).
+
 Distributed: when ``torch.distributed`` is initialised (torchrun), both rows
 of the buffer are all-reduced (averaged over ranks) in one collective before
 alignment, so the update equals the single-process update on the global
@@ -58,10 +63,14 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def weighted_cross_entropy(bonafide_weight: float = 0.9, spoof_weight: float = 0.1) -> LossFn:
     """Cross-entropy with class weights (index 0 = spoof, 1 = bona fide); the field's default 0.1 / 0.9."""
-    weight = torch.tensor([spoof_weight, bonafide_weight])
+    per_device: Dict[torch.device, torch.Tensor] = {}
 
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), target, weight=weight.to(logits.device))
+        weight = per_device.get(logits.device)
+        if weight is None:  # made once per device, on that device
+            weight = torch.tensor([spoof_weight, bonafide_weight], dtype=torch.float32, device=logits.device)
+            per_device[logits.device] = weight
+        return F.cross_entropy(logits.float(), target, weight=weight)
 
     return loss
 
@@ -241,9 +250,10 @@ class DualPathEngine:
                 for p in self.params:
                     p.grad = None
                 return StepOutput(loss_orig, loss_aug, {"loss_scale": self.loss_scaler.scale}, skipped=True)
-        received = [torch.tensor(r) for r in self._received]
+        # which parameters got a gradient in each path: host-side bookkeeping, on the CPU on purpose
+        received = [torch.tensor(r, dtype=torch.bool, device="cpu") for r in self._received]
         if self.world_size > 1:
-            flags = torch.stack(received).to(torch.uint8).to(buf.device)
+            flags = torch.stack(received).to(device=buf.device, dtype=torch.uint8)
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
             received = [f.bool().cpu() for f in flags]
         any_grad = received[0] | received[1]
