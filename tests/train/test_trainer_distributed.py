@@ -1,4 +1,9 @@
-"""A 2-process CPU (gloo) ``dpda train`` run under torchrun."""
+"""A 2-process CPU (gloo) ``dpda train`` run under torchrun.
+
+``device: cpu`` makes both ranks CPU ranks with the gloo backend also on a
+machine with GPUs (before, CUDA's mere presence chose NCCL and rank 1 asked
+for ``cuda:1`` on a one-GPU machine: "invalid device ordinal").
+"""
 
 from __future__ import annotations
 

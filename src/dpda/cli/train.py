@@ -7,7 +7,11 @@ import json
 import os
 from pathlib import Path
 
+from dpda.devices import place_from_env
 from dpda.errors import DpdaError
+
+#: settings ``--resume`` may change: where the run continues, not what it computes
+RESUME_OVERRIDES = ("device", "data.num_workers")
 
 DESCRIPTION = """\
 Train a countermeasure from a YAML configuration (see configs/ and
@@ -19,9 +23,11 @@ only (the classic RawBoost recipe), 'dual' on both paths with the mean loss
 Every run directory holds the resolved config.yaml, env.json, metrics.jsonl,
 checkpoints/, plots/ and, at the end, model.pt (usable by dpda score/detect).
 A run killed at any point continues with --resume RUN_DIR and ends with the
-same weights as an uninterrupted one.
+same weights as an uninterrupted one (on the same kind of device; --resume RUN_DIR
+--set device=cpu continues a GPU run on the CPU, with reseeded augmentation).
 
-Multi-GPU / multi-node: launch with torchrun, e.g.
+Multi-GPU / multi-node: launch with torchrun, one process per GPU (rank r on
+cuda:LOCAL_RANK, NCCL; with device=cpu, gloo), e.g.
   torchrun --nproc_per_node 4 -m dpda train configs/xlsr_conformer_tcm_dpda.yaml"""
 
 EPILOG = """\
@@ -37,7 +43,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="run configuration (not needed with --resume)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value (YAML syntax), e.g. train.epochs=3 (repeatable)")
+                   help="override a config value (YAML syntax), e.g. train.epochs=3 (repeatable; with --resume only "
+                        "device and data.num_workers)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--run-dir", metavar="DIR", help="run directory (default: RUNS_DIR/NAME-DATE-TIME)")
     p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS",
@@ -58,8 +65,12 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise DpdaError(f"{run_dir}: not a run directory (no config.yaml)")
-        if args.config or args.overrides:
-            raise DpdaError("--resume continues a run with its own config.yaml; do not pass CONFIG or --set")
+        if args.config:
+            raise DpdaError("--resume continues a run with its own config.yaml; do not pass CONFIG")
+        changed = sorted({o.split("=", 1)[0].strip() for o in args.overrides} - set(RESUME_OVERRIDES))
+        if changed:
+            raise DpdaError(f"--resume keeps the run's config.yaml; only {', '.join(RESUME_OVERRIDES)} may change "
+                            f"(where it runs, not what it computes), not {', '.join(changed)}")
         data = load_yaml(run_dir / "config.yaml")
     else:
         if not args.config:
@@ -67,12 +78,13 @@ def run(args: argparse.Namespace) -> int:
         data = load_yaml(args.config)
     apply_overrides(data, args.overrides)
     cfg = validate(from_dict(RunConfig, data))
+    placement = place_from_env(cfg.device)  # stops here, before any work, if the ranks do not fit the GPUs
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         import torch
 
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        if placement.device.type == "cuda":
+            torch.cuda.set_device(placement.device)
+        dist.init_process_group(placement.backend)
     if not args.resume:
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg)
         if (run_dir / "checkpoints" / "last.pt").exists():

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+import torch
+
 from dpda.config import ConfigError
 
 
@@ -142,6 +144,11 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"augment.rawboost_algo: expected 0..8, got {cfg.augment.rawboost_algo}")
     if cfg.train.steps_per_epoch is not None and cfg.train.steps_per_epoch < 1:
         raise ConfigError(f"train.steps_per_epoch: must be >= 1 or null, got {cfg.train.steps_per_epoch}")
+    if cfg.device != "auto":
+        try:
+            torch.device(cfg.device)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {cfg.device!r}") from None
     if cfg.train.top_k < 1:
         raise ConfigError(f"train.top_k: must be >= 1, got {cfg.train.top_k}")
     return cfg

@@ -49,6 +49,7 @@ import torch.nn as nn
 from dpda import __version__
 from dpda.config import dump_yaml, to_dict
 from dpda.data import Manifest, load_manifest
+from dpda.devices import place_rank
 from dpda.errors import DpdaError
 from dpda.fileio import atomic_write_text
 from dpda.metrics import compute_eer
@@ -112,12 +113,6 @@ def _fmt_time(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def average_state_dicts(states: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
     """Mean of floating-point tensors; other tensors from the first (best) state."""
     out = {}
@@ -155,7 +150,8 @@ class Trainer:
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.is_main = self.rank == 0
         self._log = log
-        self.device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
+        self.device = place_rank(cfg.device, world_size=self.world, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                                 local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(self.world)))).device
 
     def log(self, msg: str) -> None:
         if self.is_main:
@@ -237,7 +233,8 @@ class Trainer:
                     cos_hist: np.ndarray) -> Dict[str, Any]:
         payload = inference_payload(self.cfg.model.name, self.cfg.model.config, self.model,
                                     self.cfg.data.sample_rate, self.cfg.data.crop_samples)
-        rng = {"torch": torch.get_rng_state(), "augment": self.aug_generator.get_state()}
+        rng = {"torch": torch.get_rng_state(), "augment": self.aug_generator.get_state(),
+               "augment_device": self.device.type}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         metrics_path = self.run_dir / "metrics.jsonl"
@@ -289,11 +286,7 @@ class Trainer:
             self.engine.load_state_dict(state["engine"])
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        self.aug_generator.set_state(rng["augment"])
-        if torch.cuda.is_available() and "cuda" in rng:
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        self._restore_rng(state["rng"], state["global_step"])
         t = state["trainer"]
         self.history, self.topk, self.bad_epochs = t["history"], [tuple(x) for x in t["topk"]], t["bad_epochs"]
         acc = EpochAccumulator(**t["accumulator"])
@@ -304,6 +297,31 @@ class Trainer:
             with open(metrics, "r+b") as f:
                 f.truncate(int(t["metrics_offset"]))
         return state["epoch"], state["batch"], state["global_step"], acc, tracker, np.array(t["cos_hist"], dtype=np.int64)
+
+    def _restore_rng(self, rng: Dict[str, Any], global_step: int) -> None:
+        """RNG states of a checkpoint, which may come from another device (resume of a CUDA run on the CPU, ...).
+
+        The CPU stream is the same everywhere. The augmentation generator's state
+        is device-specific (a CPU Mersenne Twister vs a CUDA Philox counter): it
+        continues exactly on the same device type, and is reseeded from the seed,
+        the step and the rank on another one (random augmentations then differ from
+        an uninterrupted run; nothing else does). CUDA states are restored for
+        the GPUs both machines have.
+        """
+        torch.set_rng_state(rng["torch"].to(device="cpu", dtype=torch.uint8))
+        saved_on = rng.get("augment_device")
+        state = rng["augment"].to(device="cpu", dtype=torch.uint8)
+        current = self.aug_generator.get_state()
+        if (saved_on is None or saved_on == self.device.type) and state.numel() == current.numel():
+            self.aug_generator.set_state(state)
+        else:
+            self.aug_generator.manual_seed((self.cfg.seed * 7919 + global_step * 104729 + self.rank + 1) % (2**63))
+            self.log(f"note: the checkpoint's augmentation RNG comes from {saved_on or 'another device'} and cannot continue "
+                     f"on {self.device.type}; reseeded it (the random augmentations differ from an uninterrupted run)")
+        cuda_states = rng.get("cuda") or []
+        if torch.cuda.is_available() and cuda_states:
+            for index in range(min(len(cuda_states), torch.cuda.device_count())):
+                torch.cuda.set_rng_state(cuda_states[index].to(device="cpu", dtype=torch.uint8), index)
 
     # ------------------------------------------------------------------ logging
     def _tensorboard(self, purge_step: Optional[int]):
@@ -371,18 +389,25 @@ class Trainer:
         norm = float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params))) if params else 0.0
         return StepOutput(float(loss.detach()), float(loss.detach()), {"norms": [norm, norm]})
 
-    def _train_step(self, x: torch.Tensor, x_aug: Optional[torch.Tensor], y: torch.Tensor) -> StepOutput:
+    def compute_gradients(self, x: torch.Tensor, x_aug: Optional[torch.Tensor], y: torch.Tensor) -> StepOutput:
+        """Augmentation on the device (when ``x_aug`` is None), the mode's gradients and clipping, into ``param.grad``.
+
+        ``x``, ``x_aug``: (B, T) waveforms on :attr:`device`; ``y``: (B,) labels (1 = bona fide).
+        """
         if x_aug is None:
             x_aug = self._device_augment(x)
         if self.engine is None:
             out = self._single_step(x_aug, y)
         else:
             out = self.engine.compute_gradients(x, x_aug, y)
-        if out.skipped:
-            return out
-        if self.cfg.train.grad_clip:
+        if not out.skipped and self.cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], self.cfg.train.grad_clip)
-        self.optimizer.step()
+        return out
+
+    def _train_step(self, x: torch.Tensor, x_aug: Optional[torch.Tensor], y: torch.Tensor) -> StepOutput:
+        out = self.compute_gradients(x, x_aug, y)
+        if not out.skipped:
+            self.optimizer.step()
         return out
 
     @torch.no_grad()
@@ -393,7 +418,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         loader = eval_loader(EvalSet(self.dev_m, self.cfg.data.sample_rate, self.cfg.data.crop_samples),
-                             self.cfg.data.eval_batch_size, self.cfg.data.num_workers)
+                             self.cfg.data.eval_batch_size, self.cfg.data.num_workers, pin_memory=self.device.type == "cuda")
         losses, n, scores, labels = 0.0, 0, [], []
         for x, y in loader:
             x, y = x.to(self.device), y.to(self.device)
@@ -419,7 +444,8 @@ class Trainer:
         acc, tracker, cos_hist = EpochAccumulator(), ConflictTracker(), np.zeros(COS_BINS, dtype=np.int64)
         if self.resume:
             start_epoch, start_batch, global_step, acc, tracker, cos_hist = self._restore(self._load_last())
-            self.log(f"resuming {self.run_dir} at epoch {start_epoch + 1}, batch {start_batch} (step {global_step})")
+            self.log(f"resuming {self.run_dir} at epoch {start_epoch + 1}, batch {start_batch} (step {global_step}) "
+                     f"on {self.device}")
         else:
             self._write_run_files()
         self.tb = self._tensorboard(purge_step=global_step + 1 if self.resume else None)
@@ -431,7 +457,7 @@ class Trainer:
             self.train_set.set_epoch(epoch)
             sampler = EpochSampler(len(self.train_set), cfg.seed, epoch, cfg.data.batch_size, self.rank, self.world,
                                    start_batch if epoch == start_epoch else 0, max_batches=cfg.train.steps_per_epoch)
-            loader = train_loader(self.train_set, sampler, cfg.data.num_workers)
+            loader = train_loader(self.train_set, sampler, cfg.data.num_workers, pin_memory=self.device.type == "cuda")
             if epoch != start_epoch or start_batch == 0:
                 acc, tracker, cos_hist = EpochAccumulator(), ConflictTracker(), np.zeros(COS_BINS, dtype=np.int64)
             self.model.train()
