@@ -68,7 +68,7 @@ def place_rank(
     if dev.type != "cuda":
         return Placement(dev, "gloo")
     if cuda_count == 0:
-        raise DeviceError(f"device {name!r} asked for, but no CUDA device is visible (use device=cpu or auto)")
+        raise DeviceError(f"device {name!r} requested but no CUDA device is available (use cpu or auto)")
     if world_size > 1:
         if dev.index is not None:
             raise DeviceError(
@@ -84,7 +84,7 @@ def place_rank(
         return Placement(torch.device("cuda", local_rank), "nccl")
     index = 0 if dev.index is None else dev.index
     if index >= cuda_count:
-        raise DeviceError(f"device {name!r} asked for, but only {cuda_count} GPU(s) are visible (cuda:0..cuda:{cuda_count - 1})")
+        raise DeviceError(f"device {name!r} requested but only {cuda_count} GPU(s) are visible (cuda:0..cuda:{cuda_count - 1})")
     return Placement(torch.device("cuda", index), "nccl")
 
 

@@ -59,6 +59,7 @@ import torch
 import torch.nn as nn
 
 from dpda.audio import load_audio, pad_or_crop, sliding_windows
+from dpda.devices import DeviceError, place_rank
 from dpda.errors import AudioError, DpdaError, PathLike
 
 MODES = ("fixed", "full")
@@ -76,13 +77,17 @@ class ScoringError(DpdaError, RuntimeError):
 
 
 def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
-    """``"auto"`` (or None): CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ScoringError("--device cuda requested but no CUDA device is available (use --device cpu or auto)")
-    return dev
+    """The device to score on: ``"auto"`` (or None) is CUDA when available, else the CPU.
+
+    Raises :class:`ScoringError` for a name torch does not know, for CUDA on a
+    machine without a visible GPU and for ``cuda:N`` beyond the visible GPUs
+    (instead of "invalid device ordinal" from deep inside CUDA). The rules are
+    :func:`dpda.devices.place_rank`'s for one process.
+    """
+    try:
+        return place_rank("auto" if device is None else str(device)).device
+    except DeviceError as e:
+        raise ScoringError(f"--device: {e}") from None
 
 
 @dataclass(frozen=True)

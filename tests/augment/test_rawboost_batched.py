@@ -15,6 +15,9 @@
   outputs of the original.
 * API behaviour: determinism, per-row randomness, shapes/dtypes, no in-place
   modification, algo validation, half precision, the module wrapper.
+* Devices: every algorithm on each device of :data:`tests.devices.DEVICES` (the CPU always, CUDA
+  when a GPU is visible), and on the CPU under :func:`tests.devices.implicit_tensors_on_meta`, which
+  fails on any tensor created without an explicit device (it would land off the input's device).
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from dpda.augment.rawboost.batched import (
     notch_cascade,
     rawboost_batched,
 )
+from dpda.augment.chain import RawBoostStep
 from dpda.augment.rawboost.params import RawBoostParams
+from tests.devices import assert_on, implicit_tensors_on_meta, on_devices
 
 SR = 16000
 SEED = 20240611
@@ -408,16 +413,54 @@ def test_module_wrapper() -> None:
     assert torch.equal(u, BatchedRawBoost(algo=2)(x))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda() -> None:
-    x = _speechish(8, 16000).cuda()
+@on_devices
+def test_every_algo_runs_on_the_device_of_its_input(device: str) -> None:
+    x = _speechish(4, 16000).to(device)
     for algo in range(0, 9):
-        g = torch.Generator(device="cuda").manual_seed(0)
-        y = rawboost_batched(x, algo, g)
+        y = rawboost_batched(x, algo, torch.Generator(device=device).manual_seed(0))
         assert y.device == x.device and y.shape == x.shape and torch.isfinite(y).all()
-        assert torch.equal(y, rawboost_batched(x, algo, torch.Generator(device="cuda").manual_seed(0)))
-    assert rawboost_batched(x.half(), 4, torch.Generator(device="cuda").manual_seed(0)).dtype == torch.float16
-    with pytest.raises(ValueError):
-        rawboost_batched(x, 4, torch.Generator().manual_seed(0))  # CPU generator, CUDA input
+        assert torch.equal(y, rawboost_batched(x, algo, torch.Generator(device=device).manual_seed(0)))
+    half = rawboost_batched(x.half(), 4, torch.Generator(device=device).manual_seed(0))
+    assert half.dtype == torch.float16 and half.device == x.device
+    # a generator on another device is refused (on a CPU-only machine: a CPU generator, a meta input)
+    foreign = x if x.device.type != "cpu" else torch.empty(x.shape, device="meta")
+    with pytest.raises(ValueError, match="same device"):
+        rawboost_batched(foreign, 4, torch.Generator(device="cpu").manual_seed(0))
+
+
+@on_devices
+def test_module_keeps_one_generator_per_device(device: str) -> None:
+    x = _speechish(2, 3000).to(device)
     m = BatchedRawBoost(algo=4, seed=1)
-    assert m(x).device == x.device
+    first = m(x)
+    assert first.device == x.device
+    assert m.generator(x.device).device.type == torch.device(device).type
+    assert not torch.equal(first, m(x))  # that generator advances
+    m.reseed(1)
+    assert torch.equal(first, m(x))
+    assert torch.equal(first, rawboost_batched(x, 4, torch.Generator(device=device).manual_seed(1)))
+
+
+@pytest.mark.parametrize("algo", range(0, 9))
+def test_creates_no_tensor_off_the_input_device(algo: int) -> None:
+    x = _speechish(3, 4000)
+    expected = rawboost_batched(x, algo, torch.Generator(device="cpu").manual_seed(6))
+    with implicit_tensors_on_meta():
+        y = rawboost_batched(x, algo, torch.Generator(device="cpu").manual_seed(6))
+    assert_on("cpu", y)
+    assert torch.equal(y, expected)
+
+
+def test_default_generator_module_and_chain_step_under_the_guard() -> None:
+    """The other entry points to the batched path: PyTorch's default generator, the seeded module and
+    the chain's ``RawBoostStep.apply_batch`` (the only chain step that works on torch tensors)."""
+    x = _speechish(2, 3000)
+    step = RawBoostStep(algo=5)
+    torch.manual_seed(3)
+    expected = [rawboost_batched(x, 4), BatchedRawBoost(algo=8, seed=2)(x), step.apply_batch(x)]
+    torch.manual_seed(3)
+    with implicit_tensors_on_meta():
+        got = [rawboost_batched(x, 4), BatchedRawBoost(algo=8, seed=2)(x), step.apply_batch(x)]
+    assert_on("cpu", *got)
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)

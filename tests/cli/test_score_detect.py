@@ -1,4 +1,7 @@
-"""``dpda score`` and ``dpda detect`` end to end with a tiny model and audio written here."""
+"""``dpda score`` and ``dpda detect`` end to end with a tiny model and audio written here.
+
+The commands that score run with ``--device`` set to each device of :data:`tests.devices.DEVICES`.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from dpda.cli import detect, score
 from dpda.data import load_manifest
 from dpda.errors import DpdaError
 from dpda.evaluation import read_scores
 from dpda.metrics import compute_eer
+from tests.devices import on_devices
 from tests.test_inference import make_corpus, make_model_file, write_wav
 
 
@@ -36,11 +41,12 @@ def run_dir(tmp_path_factory) -> Path:
     return run
 
 
-def test_score_with_evaluate(run_dir, tmp_path, capsys):
+@on_devices
+def test_score_with_evaluate(run_dir, tmp_path, capsys, device):
     protocol = make_corpus(tmp_path / "c", n=6)
     out = tmp_path / "scores" / "s.txt"
     rc = cli(["score", "--model", run_dir, "--protocol", protocol, "--format", "generic", "--out", out,
-              "--workers", "0", "--device", "cpu", "--batch-size", "4", "--evaluate", "--no-progress"])
+              "--workers", "0", "--device", device, "--batch-size", "4", "--evaluate", "--no-progress"])
     assert rc == 0
     text = capsys.readouterr().out
     key = load_manifest("generic", protocol)
@@ -52,11 +58,12 @@ def test_score_with_evaluate(run_dir, tmp_path, capsys):
     assert f"EER:      {eer:.3f} %" in text and "trials:   3 bona fide, 3 spoof" in text
 
 
-def test_score_with_bad_file_reports_and_exits_1(run_dir, tmp_path, capsys):
+@on_devices
+def test_score_with_bad_file_reports_and_exits_1(run_dir, tmp_path, capsys, device):
     protocol = make_corpus(tmp_path / "c", n=4, bad=(2,))
     out = tmp_path / "s.txt"
     rc = cli(["score", "--model", run_dir / "model.pt", "--protocol", protocol, "--format", "generic", "--out", out,
-              "--workers", "0", "--device", "cpu", "--evaluate", "--mode", "full"])
+              "--workers", "0", "--device", device, "--evaluate", "--mode", "full"])
     captured = capsys.readouterr()
     assert rc == 1
     assert "scored 3 of 4" in captured.out
@@ -71,11 +78,12 @@ def test_score_refuses_evaluate_without_labels(run_dir, tmp_path):
              "--out", tmp_path / "s.txt", "--workers", "0", "--evaluate"])
 
 
-def test_detect_json_with_a_bad_file(run_dir, tmp_path, capsys):
+@on_devices
+def test_detect_json_with_a_bad_file(run_dir, tmp_path, capsys, device):
     files = [write_wav(tmp_path / "a.wav", 9000, seed=1), tmp_path / "broken.wav",
              write_wav(tmp_path / "b.wav", 30000, seed=2, sr=22050)]
     files[1].write_bytes(b"\x00" * 100)
-    rc = cli(["detect", "--model", run_dir, *files, "--json", "--device", "cpu"])
+    rc = cli(["detect", "--model", run_dir, *files, "--json", "--device", device])
     assert rc == 1
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == str(run_dir / "model.pt") and report["threshold"] == 0.05
@@ -89,14 +97,35 @@ def test_detect_json_with_a_bad_file(run_dir, tmp_path, capsys):
         assert r["decision"] == ("bonafide" if r["score"] >= 0.05 else "spoof")
 
 
-def test_detect_table_uncalibrated_and_threshold_override(tmp_path, capsys):
+@on_devices
+def test_detect_table_uncalibrated_and_threshold_override(tmp_path, capsys, device):
     ckpt = make_model_file(tmp_path / "m.pt", threshold=None, calibration=None)
     wav = write_wav(tmp_path / "a.wav", 5000, seed=1)
     with pytest.raises(DpdaError, match="--threshold"):
-        cli(["detect", "--model", ckpt, wav, "--device", "cpu"])
-    assert cli(["detect", "--model", ckpt, wav, "--threshold", "-1000.0", "--mode", "fixed", "--device", "cpu"]) == 0
+        cli(["detect", "--model", ckpt, wav, "--device", device])
+    assert cli(["detect", "--model", ckpt, wav, "--threshold", "-1000.0", "--mode", "fixed", "--device", device]) == 0
     out = capsys.readouterr().out
     assert "uncalibrated" in out and "bonafide" in out and "--threshold" in out
+
+
+def test_unusable_device_is_refused_before_any_work(run_dir, tmp_path, monkeypatch):
+    wav = write_wav(tmp_path / "a.wav", 5000, seed=1)
+    protocol = make_corpus(tmp_path / "c", n=2)
+    out = tmp_path / "s.txt"
+    score_argv = ["score", "--model", run_dir, "--protocol", protocol, "--format", "generic", "--out", out,
+                  "--workers", "0", "--no-progress"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DpdaError, match="no CUDA device is available"):
+        cli(["detect", "--model", run_dir, wav, "--device", "cuda"])
+    with pytest.raises(DpdaError, match="no CUDA device is available"):
+        cli([*score_argv, "--device", "cuda"])
+    with pytest.raises(DpdaError, match="not a device name"):
+        cli(["detect", "--model", run_dir, wav, "--device", "gpu"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DpdaError, match=r"'cuda:3' requested but only 1 GPU"):
+        cli([*score_argv, "--device", "cuda:3"])
+    assert not out.exists() and not (tmp_path / "s.txt.partial").exists()
 
 
 def test_help_texts(capsys):

@@ -41,7 +41,7 @@ def test_each_rank_takes_its_own_gpu():
     ("auto", {"world_size": 2, "local_rank": 1, "cuda_count": 1}, "2 ranks on this node but only 1 visible GPU"),
     ("cuda", {"world_size": 3, "local_rank": 0, "cuda_count": 2}, "--nproc_per_node 2"),
     ("cuda:0", {"world_size": 2, "cuda_count": 2}, "all 2 ranks on one GPU"),
-    ("cuda", {"cuda_count": 0}, "no CUDA device is visible"),
+    ("cuda", {"cuda_count": 0}, "no CUDA device is available"),
     ("cuda:3", {"cuda_count": 2}, "only 2 GPU(s) are visible"),
     ("gpu0", {"cuda_count": 1}, "not a device name"),
 ])

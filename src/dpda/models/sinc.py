@@ -96,7 +96,8 @@ class SincConv(nn.Module):
 
     ``mask=True`` in :meth:`forward` zeroes a random block of ``A ~ U{0..19}``
     consecutive filters starting at a uniformly drawn index (frequency masking,
-    the official ``Freq_aug``); the draw uses torch's global RNG (or ``generator``).
+    the official ``Freq_aug``); the draw uses torch's global CPU RNG (or ``generator``, on
+    its own device), whatever device the filters are on.
 
     dtype: the float32 filters are cast to the input dtype at call time, so the
     layer runs in the input's precision and under ``torch.autocast`` it follows
@@ -127,9 +128,12 @@ class SincConv(nn.Module):
         self.register_buffer("band_pass", torch.from_numpy(filters).float(), persistent=False)
 
     def _masked_filters(self, generator: Optional[torch.Generator]) -> torch.Tensor:
-        width = int(torch.randint(0, 20, (), generator=generator))
+        # the two draws become Python ints: take them on the generator's device (the global CPU RNG
+        # without one), never on the default device, so the mask is the same wherever the model runs
+        rng_device = generator.device if generator is not None else torch.device("cpu")
+        width = int(torch.randint(0, 20, (), generator=generator, device=rng_device))
         width = min(width, self.out_channels)
-        start = int(torch.randint(0, self.out_channels - width + 1, (), generator=generator))
+        start = int(torch.randint(0, self.out_channels - width + 1, (), generator=generator, device=rng_device))
         keep = torch.ones(self.out_channels, 1, device=self.band_pass.device, dtype=self.band_pass.dtype)
         keep[start : start + width] = 0
         return self.band_pass * keep

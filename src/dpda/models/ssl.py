@@ -286,7 +286,9 @@ class SSLFrontEnd(nn.Module):
         states: List[torch.Tensor] = [h] if weighted else []
         layerdrop = float(getattr(m.config, "layerdrop", 0.0) or 0.0)
         for i in range(n_run):
-            if self.training and layerdrop > 0.0 and torch.rand(()) < layerdrop:
+            # LayerDrop follows the wrapped model's mode (a frozen front-end stays in eval mode); the draw
+            # is a Python-level decision, taken from the global CPU RNG on purpose
+            if m.training and layerdrop > 0.0 and float(torch.rand((), device="cpu")) < layerdrop:
                 pass  # LayerDrop: skip the layer (the state is repeated)
             else:
                 h = self._run_layer(enc.layers[i], h)

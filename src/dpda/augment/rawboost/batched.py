@@ -6,8 +6,8 @@ the same parameter distributions, but every utterance of the batch is
 processed at once, so augmentation can run inside the training step on the
 accelerator instead of in the DataLoader workers.  The random stream is
 PyTorch's (a ``torch.Generator`` on the input's device), so the output matches
-the original *in distribution*, not bit for bit; use the reference module
-when bit-exactness matters.
+the original *in distribution*, not draw for draw; use the reference module
+when the original's exact draws matter.
 
 Shapes and units
 ----------------

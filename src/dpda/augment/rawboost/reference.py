@@ -33,13 +33,19 @@ The original silently returns the input for any other ``algo``; dpda is
 stricter and raises :class:`ValueError` unless ``algo`` is an ``int`` in 0..8.
 
 **Exactness guarantee.** With ``rng = np.random.RandomState(seed)`` every
-function here returns *bit-for-bit* what the original implementation
-(TakHemlata/RawBoost-antispoofing, commit 4f161a8) returns after
-``np.random.seed(seed)`` on the same input, with the same dtype (LnL and SSI
-return float64; ISD keeps the input dtype, e.g. float32 in -> float32 out),
-and leaves ``rng`` at the same MT19937 position as the original leaves the
-global state. This is checked against stored reference outputs in
-``tests/augment/test_rawboost_reference.py``. Unlike the original, this code
+function here makes exactly the random draws of the original implementation
+(TakHemlata/RawBoost-antispoofing, commit 4f161a8) after
+``np.random.seed(seed)``, in the same order, leaves ``rng`` at the same
+MT19937 position as the original leaves the global state, and returns the
+same shape and dtype (LnL and SSI return float64; ISD keeps the input dtype,
+e.g. float32 in -> float32 out) with the same operations on the same values.
+The output values equal the original's except in the last bits that NumPy's
+vectorised kernels (``power``, ``exp``, the ``sin``/``cos`` of SciPy's filter
+design) leave to the NumPy build and the CPU: bit for bit where they agree,
+otherwise within 16 ULP of the output's peak -- float64 ULP, or float32 ULP
+for the algorithms with LnL on a float32 input (LnL raises the input to
+powers in its own dtype). This is checked against stored reference outputs
+in ``tests/augment/test_rawboost_reference.py``. Unlike the original, this code
 runs on NumPy >= 2.4 (the original converts shape-(1,) arrays with
 ``int()``/``float()``, which NumPy 2.4 rejects); conversions are done with
 ``.item()`` exactly where the original converted, while the filter gain ``G``
