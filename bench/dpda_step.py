@@ -8,31 +8,55 @@ Procedures, interleaved (one step of each per repeat; medians of per-repeat rati
     gradient (zeros + has-grad mask where there is none), flatten, PCGrad on
     deep copies of the flat vectors, unflatten back into ``param.grad``;
 (c) dpda joint: :class:`dpda.train.DualPathEngine`, mode ``joint``, PCGrad;
-(d) dpda split: the same, mode ``split``.
+(d) dpda split: the same, mode ``split``;
+(e) dual_joint / dual_split (only with ``--procs``): the engine with the
+    ``none`` aligner (mean of the two path gradients, the paper's DPDA
+    baseline, ``dpda train`` mode ``dual``), joint / split.
 
 Peak memory on CPU is the peak of tensors saved for backward (activations)
 plus the gradient bookkeeping, tracked with saved-tensor hooks and counted
-allocations; on CUDA it is ``torch.cuda.max_memory_allocated``.
+allocations. On CUDA it is what the step allocates beyond the weights
+(``torch.cuda.max_memory_allocated`` during the step minus the memory
+allocated before it, gradients of plain/public released first), plus the
+engine's resident ``(2, P)`` gradient buffer for the engine procedures, so
+every procedure is charged for its own gradient storage.
 
 A second part times the gradient bookkeeping alone (no model) on a synthetic
 parameter set (default 50M parameters in 200 tensors): the public procedure's
 clone/mask/flatten/deepcopy/project/unflatten against dpda's Gram-coefficient
-alignment written in place into the flat buffer.
+alignment written in place into the flat buffer (``--bookkeeping-params 0``
+skips it).
 
 Usage: ``python bench/dpda_step.py [--threads 1] [--repeats 5] [--json]``;
-the defaults finish in a few minutes on 2 CPU cores. With ``--json`` the last
-line is ``{"ratio_public": .., "ratio_joint": .., "ratio_split": .., "mem_split_over_plain": ..}``.
+the defaults (AASIST-L and a tiny XLS-R + Conformer-TCM, plain / public /
+joint / split, float32) finish in a few minutes on 2 CPU cores. With
+``--json`` the last line is ``{"ratio_public": .., "ratio_joint": ..,
+"ratio_split": .., "mem_split_over_plain": .., ...}``.
+
+Other set-ups (used by ``bench/gpu_check.py``)::
+
+    python bench/dpda_step.py --device cuda --models xlsr_conformer_tcm,xlsr_aasist \
+        --ssl-size full --batch 5 --samples 66800 --amp none,bf16 \
+        --procs plain,public,dual_joint,dual_split,joint,split --bookkeeping-params 0 \
+        --json-out bench.json
+
+``--ssl-size full`` is XLS-R 300M with random weights (nothing is loaded);
+``tiny`` is 2 layers of 64 dimensions; ``micro`` shrinks the XLS-R front-end
+and the back-ends further, for smoke tests. ``--json-out`` writes every
+number (each model at each precision) to a file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from pathlib import Path
+from typing import Any, ContextManager, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -73,10 +97,24 @@ class SavedTensorMeter:
         return torch.autograd.graph.saved_tensors_hooks(lambda t: Held(t), lambda h: h.t)
 
 
-def public_pcgrad_step(model: nn.Module, x, x_aug, y, loss_fn, meter: SavedTensorMeter) -> None:
+#: procedure name -> aligner of the engine (None: not an engine procedure)
+PROCEDURES: Dict[str, Optional[str]] = {
+    "plain": None, "public": None, "dual_joint": "none", "dual_split": "none", "joint": "pcgrad", "split": "pcgrad",
+}
+DEFAULT_PROCS = ("plain", "public", "joint", "split")
+AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bfloat16}
+
+
+def _autocast(device: torch.device, amp: Optional[torch.dtype]) -> ContextManager[Any]:
+    return torch.autocast(device_type=device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+
+
+def public_pcgrad_step(model: nn.Module, x, x_aug, y, loss_fn, meter: SavedTensorMeter,
+                       amp: Optional[torch.dtype] = None) -> None:
     """The public code's procedure (re-implemented from its description)."""
     params = [p for p in model.parameters()]
-    logits = model(torch.cat([x, x_aug]))
+    with _autocast(x.device, amp):
+        logits = model(torch.cat([x, x_aug]))
     logits = logits[0] if isinstance(logits, tuple) else logits
     losses = [loss_fn(logits[: len(x)], y), loss_fn(logits[len(x):], y)]
     grads, shapes, has_grads = [], [], []
@@ -117,59 +155,82 @@ def public_pcgrad_step(model: nn.Module, x, x_aug, y, loss_fn, meter: SavedTenso
         idx += n
 
 
-def plain_step(model: nn.Module, x, x_aug, y, loss_fn) -> None:
+def plain_step(model: nn.Module, x, x_aug, y, loss_fn, amp: Optional[torch.dtype] = None) -> None:
     for p in model.parameters():
         p.grad = None
-    logits = model(torch.cat([x, x_aug]))
+    with _autocast(x.device, amp):
+        logits = model(torch.cat([x, x_aug]))
     logits = logits[0] if isinstance(logits, tuple) else logits
     loss = loss_fn(logits, torch.cat([y, y]))
     loss.backward()
 
 
-def bench_model(name: str, model: nn.Module, batch: int, samples: int, repeats: int, device: torch.device) -> Dict:
+def bench_model(name: str, model: nn.Module, batch: int, samples: int, repeats: int, device: torch.device,
+                procs: Sequence[str] = DEFAULT_PROCS, amp: Optional[torch.dtype] = None) -> Dict:
+    """Times and peak memory of ``procs`` (names of :data:`PROCEDURES`; "plain" is always run) on ``model``."""
+    procs = ["plain"] + [k for k in procs if k != "plain"]
+    unknown = [k for k in procs if k not in PROCEDURES]
+    if unknown:
+        raise ValueError(f"unknown procedure(s) {unknown}; available: {', '.join(PROCEDURES)}")
     loss_fn = weighted_cross_entropy()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, samples, generator=g).to(device)
     x_aug = (x.cpu() + 0.1 * torch.randn(batch, samples, generator=g)).to(device)
     y = torch.tensor([i % 2 for i in range(batch)], device=device)
-    models = {k: copy.deepcopy(model).to(device).train() for k in ("plain", "public", "joint", "split")}
-    engines = {k: DualPathEngine(models[k], "pcgrad", loss_fn=loss_fn, mode=k) for k in ("joint", "split")}
+    model = model.to(device).train()
+    models = {k: (model if i == 0 else copy.deepcopy(model)) for i, k in enumerate(procs)}
+    engines = {k: DualPathEngine(models[k], PROCEDURES[k], loss_fn=loss_fn, mode=k.rsplit("_", 1)[-1], amp_dtype=amp)
+               for k in procs if PROCEDURES[k] is not None}
     meter = SavedTensorMeter()
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    procs: Dict[str, Callable[[], None]] = {
-        "plain": lambda: plain_step(models["plain"], x, x_aug, y, loss_fn),
-        "public": lambda: public_pcgrad_step(models["public"], x, x_aug, y, loss_fn, meter),
-        "joint": lambda: engines["joint"].compute_gradients(x, x_aug, y),
-        "split": lambda: engines["split"].compute_gradients(x, x_aug, y),
-    }
+    n_params = sum(p.numel() for p in models["plain"].parameters() if p.requires_grad)
+
+    def run(k: str) -> None:
+        if k == "plain":
+            plain_step(models[k], x, x_aug, y, loss_fn, amp)
+        elif k == "public":
+            public_pcgrad_step(models[k], x, x_aug, y, loss_fn, meter, amp)
+        else:
+            engines[k].compute_gradients(x, x_aug, y)
+
     # bookkeeping memory beyond the plain step's P gradients (bytes): dpda keeps one extra row
-    extra_grad_bytes = {"plain": 0, "joint": 4 * n_params, "split": 4 * n_params, "public": 0}
+    extra_grad_bytes = {k: (4 * n_params if k in engines else 0) for k in procs}
     times: Dict[str, List[float]] = {k: [] for k in procs}
     peaks: Dict[str, int] = {}
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     for rep in range(repeats + 1):  # the first round is a warm-up
-        for k, fn in procs.items():
+        for k in procs:
             meter.reset()
-            if device.type == "cuda":
+            if cuda:
+                if k not in engines:
+                    for p in models[k].parameters():
+                        p.grad = None
+                sync()
+                before = torch.cuda.memory_allocated()
                 torch.cuda.reset_peak_memory_stats()
             sync()
             t0 = time.perf_counter()
-            with meter.hooks():
-                fn()
+            with (contextlib.nullcontext() if cuda else meter.hooks()):
+                run(k)
             sync()
             dt = time.perf_counter() - t0
             if rep > 0:
                 times[k].append(dt)
-            if device.type == "cuda":
-                peaks[k] = torch.cuda.max_memory_allocated()
+            if cuda:
+                buffer = engines[k]._buffer if k in engines else None
+                resident = buffer.numel() * buffer.element_size() if buffer is not None else 0
+                peaks[k] = torch.cuda.max_memory_allocated() - before + resident
             else:
                 peaks[k] = meter.peak + extra_grad_bytes[k]
+    for e in engines.values():
+        e.close()
     ratios = {k: statistics.median(t / p for t, p in zip(times[k], times["plain"])) for k in procs}
     return {
         "model": name,
         "parameters": n_params,
         "batch_per_path": batch,
         "samples": samples,
+        "amp": next((k for k, v in AMP_DTYPES.items() if v == amp), str(amp)),
         "median_s": {k: statistics.median(v) for k, v in times.items()},
         "ratio_to_plain": ratios,
         "peak_bytes": peaks,
@@ -239,51 +300,149 @@ def bench_bookkeeping(n_params: int, n_tensors: int, repeats: int) -> Dict:
     }
 
 
+SSL_MODELS = ("xlsr_conformer_tcm", "xlsr_aasist", "xlsr_mamba")
+DEFAULT_MODELS = ("aasist-l", "xlsr_conformer_tcm")
+
+
+def _csv(text: str) -> List[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=4, help="utterances per path (B)")
     ap.add_argument("--samples", type=int, default=16000, help="samples per utterance")
-    ap.add_argument("--bookkeeping-params", type=float, default=50e6)
+    ap.add_argument("--bookkeeping-params", type=float, default=50e6, help="0 skips the bookkeeping part")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--models", type=_csv, default=None, metavar="LIST",
+                    help=f"comma-separated model names (default {','.join(DEFAULT_MODELS)}; an SSL model "
+                         "that cannot be built is then skipped, while a listed one that fails is an error)")
+    ap.add_argument("--ssl-size", choices=("tiny", "full", "micro"), default="tiny",
+                    help="size of the XLS-R models: tiny (2 layers, 64 dims; default), full (XLS-R 300M, "
+                         "random weights), micro (smoke tests)")
+    ap.add_argument("--procs", type=_csv, default=list(DEFAULT_PROCS), metavar="LIST",
+                    help=f"procedures, comma-separated, from {','.join(PROCEDURES)} "
+                         f"(default {','.join(DEFAULT_PROCS)})")
+    ap.add_argument("--amp", type=_csv, default=["none"], metavar="LIST",
+                    help="precisions, comma-separated: none (float32, default), bf16 (autocast), or both")
     ap.add_argument("--json", action="store_true", help="print the summary JSON as the last line")
+    ap.add_argument("--json-out", metavar="PATH", help="write every result (all models and precisions) to PATH")
     args = ap.parse_args(argv)
+    bad = [k for k in args.procs if k not in PROCEDURES] + [a for a in args.amp if a not in AMP_DTYPES]
+    if bad:
+        ap.error(f"unknown procedure or precision: {', '.join(bad)}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    results = []
-    torch.manual_seed(0)
-    results.append(bench_model("aasist-l", build_model("aasist-l"), args.batch, args.samples, args.repeats, device))
-    try:
-        ssl = build_model("xlsr_conformer_tcm", **tiny_ssl_config())
-        results.append(bench_model("xlsr_conformer_tcm (tiny)", ssl, args.batch, args.samples, args.repeats, device))
-    except Exception as e:  # the SSL models need transformers
-        print(f"(skipping the SSL model: {e})", file=sys.stderr)
-    book = bench_bookkeeping(int(args.bookkeeping_params), 200, max(2, args.repeats // 2))
+    names = args.models or list(DEFAULT_MODELS)
+    results: List[Dict] = []
+    errors: Dict[str, str] = {}
+    for name in names:
+        label = name if name not in SSL_MODELS else f"{name} ({args.ssl_size})"
+        try:
+            torch.manual_seed(0)
+            built: Optional[nn.Module] = build_model(name, **model_config(name, args.ssl_size))
+        except Exception as e:  # the SSL models need transformers
+            if args.models is None and name in SSL_MODELS:
+                print(f"(skipping the SSL model: {e})", file=sys.stderr)
+            else:
+                errors[label] = f"{type(e).__name__}: {e}"
+                print(f"error: {label}: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        for i, amp in enumerate(args.amp):
+            # the same initial weights at every precision; the last precision takes the built model itself
+            model = built if i == len(args.amp) - 1 else copy.deepcopy(built)
+            try:
+                results.append(bench_model(label, model, args.batch, args.samples, args.repeats, device,
+                                           args.procs, AMP_DTYPES[amp]))
+            except Exception as e:  # a GPU may run out of memory
+                errors[f"{label} {amp}"] = f"{type(e).__name__}: {e}"
+                print(f"error: {label}, amp {amp}: {type(e).__name__}: {e}", file=sys.stderr)
+            finally:
+                dump(args, device, procs_of(args), results, errors, None, done=False)
+                model = None
+                if i == len(args.amp) - 1:
+                    built = None
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    book = None
+    if args.bookkeeping_params:
+        book = bench_bookkeeping(int(args.bookkeeping_params), 200, max(2, args.repeats // 2))
     print(f"device {device}, threads {args.threads}, torch {torch.__version__}")
-    print(f"{'model':<28} {'params':>9} {'plain s':>8} {'public':>7} {'joint':>7} {'split':>7} {'mem public':>10} {'mem joint':>9} {'mem split':>9}")
+    others = procs_of(args)[1:]
+    print(f"{'model':<32} {'amp':>4} {'params':>11} {'plain s':>8} " + " ".join(f"{k:>10}" for k in others)
+          + "  " + " ".join(f"{'mem ' + k:>15}" for k in others))
     for r in results:
         q, m = r["ratio_to_plain"], r["mem_over_plain"]
-        print(f"{r['model']:<28} {r['parameters']:>9} {r['median_s']['plain']:>8.3f} {q['public']:>6.2f}x {q['joint']:>6.2f}x "
-              f"{q['split']:>6.2f}x {m['public']:>9.2f}x {m['joint']:>8.2f}x {m['split']:>8.2f}x")
-    print(f"bookkeeping at {book['parameters'] / 1e6:.0f}M parameters: public {book['public_s']:.3f} s, "
-          f"dpda {book['dpda_s']:.4f} s ({book['speedup']:.0f}x faster); extra memory public "
-          f"{book['public_extra_bytes'] / 2**20:.0f} MiB vs dpda {book['dpda_extra_bytes'] / 2**20:.0f} MiB")
-    if args.json:
+        print(f"{r['model']:<32} {r['amp']:>4} {r['parameters']:>11} {r['median_s']['plain']:>8.3f} "
+              + " ".join(f"{q[k]:>9.2f}x" for k in others) + "  " + " ".join(f"{m[k]:>14.2f}x" for k in others))
+    if book is not None:
+        print(f"bookkeeping at {book['parameters'] / 1e6:.0f}M parameters: public {book['public_s']:.3f} s, "
+              f"dpda {book['dpda_s']:.4f} s ({book['speedup']:.0f}x faster); extra memory public "
+              f"{book['public_extra_bytes'] / 2**20:.0f} MiB vs dpda {book['dpda_extra_bytes'] / 2**20:.0f} MiB")
+    dump(args, device, procs_of(args), results, errors, book, done=True)
+    if args.json and results:
         main_r = results[0]
-        print(json.dumps({
-            "ratio_public": round(main_r["ratio_to_plain"]["public"], 3),
-            "ratio_joint": round(main_r["ratio_to_plain"]["joint"], 3),
-            "ratio_split": round(main_r["ratio_to_plain"]["split"], 3),
-            "mem_split_over_plain": round(main_r["mem_over_plain"]["split"], 3),
-            "bookkeeping_speedup": round(book["speedup"], 1),
-            "details": results,
-        }))
-    return 0
+        summary: Dict[str, Any] = {f"ratio_{k}": round(main_r["ratio_to_plain"][k], 3) for k in others}
+        if "split" in main_r["mem_over_plain"]:
+            summary["mem_split_over_plain"] = round(main_r["mem_over_plain"]["split"], 3)
+        if book is not None:
+            summary["bookkeeping_speedup"] = round(book["speedup"], 1)
+        summary["details"] = results
+        print(json.dumps(summary))
+    return 1 if errors else 0
+
+
+def procs_of(args: argparse.Namespace) -> List[str]:
+    """The procedures that run: "plain" first, then the requested ones."""
+    return ["plain"] + [k for k in args.procs if k != "plain"]
+
+
+def dump(args: argparse.Namespace, device: torch.device, procs: List[str], results: List[Dict], errors: Dict[str, str],
+         book: Optional[Dict], done: bool) -> None:
+    """Write everything measured so far to ``--json-out`` (after every model and precision, so a run
+    stopped by a time limit still leaves its finished rows; ``complete`` tells whether it ended)."""
+    if not args.json_out:
+        return
+    out = {
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__, "threads": args.threads, "repeats": args.repeats, "batch_per_path": args.batch,
+        "samples": args.samples, "ssl_size": args.ssl_size, "procs": procs, "amp": args.amp, "complete": done,
+        "results": results, "bookkeeping": book, "errors": errors,
+    }
+    path = Path(args.json_out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def tiny_ssl_config() -> Dict:
     return {"ssl_config": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}}
+
+
+def model_config(name: str, ssl_size: str = "tiny") -> Dict[str, Any]:
+    """``build_model`` keyword arguments of ``name`` at an XLS-R size (tiny / full / micro); {} for other models.
+
+    ``full`` is XLS-R 300M with random weights (``ssl_pretrained`` None). ``micro``
+    (smoke tests) also shrinks the feature encoder and the back-end.
+    """
+    if name not in SSL_MODELS or ssl_size == "full":
+        return {}
+    if ssl_size == "tiny":
+        return tiny_ssl_config()
+    if ssl_size != "micro":
+        raise ValueError(f"unknown XLS-R size {ssl_size!r}; expected tiny, full or micro")
+    cfg: Dict[str, Any] = {"ssl_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                          "intermediate_size": 64, "conv_dim": [32] * 7}}
+    if name == "xlsr_conformer_tcm":
+        cfg.update(dim=32, n_blocks=1)
+    elif name == "xlsr_aasist":
+        cfg.update(proj_dim=24, filts=[[1, 8], [8, 8], [8, 16], [16, 16]], attention_dim=16, gat_dims=[16, 8])
+    else:
+        cfg.update(d_model=32, n_layers=1)
+    return cfg
 
 
 if __name__ == "__main__":
