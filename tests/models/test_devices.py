@@ -28,23 +28,12 @@ from torch import nn
 from dpda.models import build_model, model_names
 from dpda.models.sinc import SincConv
 from tests.devices import assert_on, implicit_tensors_on_meta, on_devices
+from tests.models.test_ssl import TINY_SSL as SSL_TEST_CONFIG
 
 pytest.importorskip("transformers")  # the XLS-R models wrap transformers' Wav2Vec2Model
 
-#: tiny random wav2vec 2.0 (2 layers of width 32, conv stride 80: 200 frames per second of audio);
-#: ``layerdrop > 0`` so that training mode takes the LayerDrop draw
-TINY_SSL: Dict[str, Any] = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    conv_dim=(16, 16),
-    conv_kernel=(10, 8),
-    conv_stride=(10, 8),
-    num_conv_pos_embeddings=16,
-    num_conv_pos_embedding_groups=4,
-    layerdrop=0.5,
-)
+#: the tiny random wav2vec 2.0 of test_ssl.py, with ``layerdrop > 0`` so that training mode takes the LayerDrop draw
+TINY_SSL: Dict[str, Any] = {**SSL_TEST_CONFIG, "layerdrop": 0.5}
 TINY_AASIST: Dict[str, Any] = dict(filts=[70, [1, 4], [4, 4], [4, 8], [8, 8]], gat_dims=[8, 8])
 
 #: a small configuration of every registered model (a new model must add one here)
