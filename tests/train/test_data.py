@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from dpda.config import ConfigError, from_dict
 from dpda.train.config import RunConfig, validate
@@ -33,3 +34,20 @@ def test_steps_per_epoch_is_validated():
     cfg = {"data": {"train": {"protocol": "x"}}, "train": {"steps_per_epoch": 0}}
     with pytest.raises(ConfigError, match="train.steps_per_epoch"):
         validate(from_dict(RunConfig, cfg))
+
+
+def test_training_and_evaluation_workers_die_with_the_trainer():
+    """Issue 11 item 5: the loaders arm the parent-death signal in every worker (tests/test_workers.py shows it works)."""
+    from dpda.train.data import eval_loader, train_loader
+    from dpda.workers import WorkerInit
+
+    class Tiny(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.zeros(2, device="cpu"), torch.zeros(0, device="cpu"), 0
+
+    sampler = EpochSampler(4, 0, 0, 2)
+    for loader in (train_loader(Tiny(), sampler, 1), eval_loader(Tiny(), 2, 1)):
+        assert isinstance(loader.worker_init_fn, WorkerInit)

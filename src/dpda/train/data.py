@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from dpda.audio import load_audio, pad_or_crop, random_crop
 from dpda.augment.seeding import utterance_rng
 from dpda.data import Manifest
+from dpda.workers import WorkerInit
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -134,11 +135,12 @@ def _own_generator(seed: int) -> torch.Generator:
 def train_loader(dataset: TrainSet, sampler: EpochSampler, num_workers: int, pin_memory: bool = False) -> DataLoader:
     """Training batches ``(x, x_aug, label)``; ``pin_memory`` when they go to a GPU (faster, asynchronous copies)."""
     return DataLoader(dataset, batch_size=sampler.batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=True, persistent_workers=False, pin_memory=pin_memory,
+                      drop_last=True, persistent_workers=False, pin_memory=pin_memory, worker_init_fn=WorkerInit(),
                       generator=_own_generator(sampler.seed * 31 + sampler.epoch))
 
 
 def eval_loader(dataset: EvalSet, batch_size: int, num_workers: int, pin_memory: bool = False) -> DataLoader:
     """Evaluation batches ``(x, label)`` in protocol order."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory,
+                      worker_init_fn=WorkerInit(),
                       generator=_own_generator(0))

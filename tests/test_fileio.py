@@ -1,0 +1,31 @@
+"""Atomic writes leave files with the permissions any other tool would give them."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from dpda.fileio import atomic_path, atomic_write_text, current_umask
+
+
+@pytest.fixture
+def umask():
+    """Set a umask for the test and restore the caller's afterwards."""
+    saved = os.umask(0o022)
+    os.umask(saved)
+    yield lambda mask: os.umask(mask)
+    os.umask(saved)
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_respect_the_umask(tmp_path, umask, mask, mode):
+    umask(mask)
+    assert current_umask() == mask
+    atomic_write_text(tmp_path / "a.txt", "x")
+    with atomic_path(tmp_path / "b.bin") as tmp:
+        tmp.write_bytes(b"y")
+    for name in ("a.txt", "b.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.bin"]
