@@ -72,7 +72,10 @@ def test_full_run_writes_a_usable_run_directory(corpus, tmp_path):
     assert events and events[0].stat().st_size > 0
     model, info = load_model(run)
     assert info["threshold"] is not None and set(info["calibration"]) == {"a", "b"}
-    assert len(info["averaged_epochs"]) == 2
+    final = summary["final_model"]
+    assert final["policy"] == "better" and set(final["candidates"]) == {"average", "best"}
+    assert info["averaged_epochs"] == final["epochs"] and info["final_model"] == final["chosen"]
+    assert len(final["candidates"]["average"]["epochs"]) == 2
     with torch.no_grad():
         assert model(torch.randn(2, 4000)).shape == (2, 2)
 

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from dpda.config import apply_overrides, from_dict, load_yaml
-    from dpda.train.config import RunConfig, validate
+    from dpda.train.config import RunConfig, check_buildable, validate
     from dpda.train.trainer import Trainer, new_run_dir
 
     if args.resume:
@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         data = load_yaml(args.config)
     apply_overrides(data, args.overrides)
     cfg = validate(from_dict(RunConfig, data))
+    check_buildable(cfg)
     placement = place_from_env(cfg.device)  # stops here, before any work, if the ranks do not fit the GPUs
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         import torch

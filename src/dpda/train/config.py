@@ -7,6 +7,7 @@ dual-path step sees 2 x batch_size waveforms).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -90,7 +91,10 @@ class TrainConfig:
     patience: int = 7  # epochs without dev improvement before stopping (0: never stop early)
     monitor: str = "dev_loss"  # dev_loss | dev_eer
     top_k: int = 5  # checkpoints kept (and averaged) by the monitored metric
-    average_top_k: bool = True
+    # model.pt: "better" of the top-k average and the best epoch on dev (the monitored metric; the average
+    # without a dev split), "average" (the paper code's habit), or "best" (the best epoch alone)
+    final_model: str = "better"
+    average_top_k: Optional[bool] = None  # deprecated: true = final_model average, false = best
     amp: str = "none"  # none | bf16 | fp16
     grad_clip: Optional[float] = None
     log_every: int = 10  # steps between metrics.jsonl step records (every step's stats are still aggregated)
@@ -113,6 +117,7 @@ _CHOICES = {
     "train.engine_mode": ("joint", "split"),
     "train.monitor": ("dev_loss", "dev_eer"),
     "train.amp": ("none", "bf16", "fp16"),
+    "train.final_model": ("better", "average", "best"),
     "train.optimizer.name": ("adam", "adamw", "sgd"),
     "train.scheduler.name": ("none", "cosine", "step"),
     "augment.where": ("device", "workers"),
@@ -149,6 +154,79 @@ def validate(cfg: RunConfig) -> RunConfig:
             torch.device(cfg.device)
         except (RuntimeError, TypeError):
             raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {cfg.device!r}") from None
-    if cfg.train.top_k < 1:
-        raise ConfigError(f"train.top_k: must be >= 1, got {cfg.train.top_k}")
+    if cfg.train.average_top_k is not None:  # older configs and run directories
+        cfg.train.final_model = "average" if cfg.train.average_top_k else "best"
+    o, sch, t = cfg.train.optimizer, cfg.train.scheduler, cfg.train
+    checks = [
+        ("train.top_k", t.top_k >= 1, ">= 1"), ("train.optimizer.lr", o.lr >= 0, ">= 0"),
+        ("train.optimizer.weight_decay", o.weight_decay >= 0, ">= 0"),
+        ("train.optimizer.betas", len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "two numbers in [0, 1)"),
+        ("train.optimizer.momentum", o.momentum >= 0, ">= 0"),
+        ("train.scheduler.step_size", sch.step_size >= 1, ">= 1"), ("train.scheduler.gamma", sch.gamma > 0, "> 0"),
+        ("train.scheduler.min_lr", sch.min_lr >= 0, ">= 0"),
+        ("train.grad_clip", t.grad_clip is None or t.grad_clip > 0, "> 0 or null"),
+        ("train.patience", t.patience >= 0, ">= 0"), ("train.log_every", t.log_every >= 1, ">= 1"),
+        ("train.bonafide_weight", t.bonafide_weight >= 0, ">= 0"), ("train.spoof_weight", t.spoof_weight >= 0, ">= 0"),
+        ("data.eval_batch_size", cfg.data.eval_batch_size >= 1, ">= 1"),
+        ("data.num_workers", cfg.data.num_workers >= 0, ">= 0"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            value: Any = cfg
+            for part in name.split("."):
+                value = getattr(value, part)
+            raise ConfigError(f"{name}: must be {expected}, got {value!r}")
     return cfg
+
+
+def check_buildable(cfg: RunConfig) -> None:
+    """What only building can tell, checked before a run directory exists (cheaply: the model on ``meta``).
+
+    The aligner and its options, the augmentation parameters, the model and its
+    options, and that ``data.crop_samples`` is long enough for the model.
+    Raises :class:`ConfigError` naming the setting.
+    """
+    from dpda.align import build_aligner
+    from dpda.augment.rawboost import RawBoostParams
+    from dpda.models import build_model
+    from dpda.train.checkpoint import INIT_ONLY_OPTIONS
+
+    if cfg.train.mode == "dpda":
+        try:
+            build_aligner(cfg.train.aligner.name, **cfg.train.aligner.options)
+        except ValueError as e:
+            raise ConfigError(f"train.aligner: {e}") from None
+    if cfg.augment.rawboost_params:
+        try:
+            RawBoostParams(**cfg.augment.rawboost_params)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"augment.rawboost_params: {e}") from None
+    if cfg.augment.where == "workers" and cfg.augment.chain and not Path(cfg.augment.chain).is_file():
+        raise ConfigError(f"augment.chain: {cfg.augment.chain} not found")
+    options = dict(cfg.model.config)
+    pretrained = options.get("ssl_pretrained")
+    if pretrained and not Path(pretrained).exists():
+        raise ConfigError(f"model.config.ssl_pretrained: {pretrained} not found")
+    options = {k: v for k, v in options.items() if k not in INIT_ONLY_OPTIONS}
+    try:
+        with torch.device("meta"):
+            model = build_model(cfg.model.name, **options)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"model.config ({cfg.model.name}): {e}") from None
+    model.eval()
+
+    def forward(samples: int) -> None:
+        with torch.no_grad():
+            model(torch.zeros(2, samples, device="meta"))
+
+    try:
+        forward(cfg.data.crop_samples)
+    except ValueError as e:  # the models' own length checks
+        raise ConfigError(f"data.crop_samples: {e}") from None
+    except (RuntimeError, NotImplementedError) as e:
+        try:
+            forward(max(cfg.data.crop_samples, 64600))
+        except (RuntimeError, NotImplementedError, ValueError):
+            return  # an operation the meta device lacks: the first step will tell
+        raise ConfigError(f"data.crop_samples: {cfg.data.crop_samples} samples are too short for "
+                          f"{cfg.model.name} ({str(e).splitlines()[0]})") from None

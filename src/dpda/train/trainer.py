@@ -55,7 +55,7 @@ from dpda.fileio import atomic_write_text
 from dpda.metrics import compute_eer
 from dpda.models import build_model
 from dpda.train.amp import LossScaler
-from dpda.train.checkpoint import CheckpointError, inference_payload, load_checkpoint, save_checkpoint
+from dpda.train.checkpoint import INIT_ONLY_OPTIONS, RUN_MODEL_FILE, CheckpointError, inference_payload, load_checkpoint, save_checkpoint
 from dpda.train.config import RunConfig
 from dpda.train.data import EpochSampler, EvalSet, TrainSet, eval_loader, train_loader
 from dpda.train.engine import ConflictTracker, DualPathEngine, StepOutput, model_logits, weighted_cross_entropy
@@ -434,16 +434,42 @@ class Trainer:
         return losses / max(n, 1), 100.0 * eer, thr, bona, spoof
 
     # ------------------------------------------------------------------ main loop
+    def _finished_summary(self, state: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """The summary of a run whose last checkpoint is its end and whose final model is written, else None."""
+        t = state["trainer"]
+        ended = state["epoch"] >= self.cfg.train.epochs or (0 < self.cfg.train.patience <= t["bad_epochs"])
+        summary_file = self.run_dir / "summary.json"
+        if not (ended and state["batch"] == 0 and (self.run_dir / RUN_MODEL_FILE).is_file() and summary_file.is_file()):
+            return None
+        try:
+            return json.loads(summary_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # an unreadable summary: finish again
+
     def fit(self) -> Dict[str, Any]:
         cfg = self.cfg
+        state: Optional[Dict[str, Any]] = None
+        if self.resume:
+            if not any((self.ckpt_dir / name).exists() for name in ("last.pt", "last.prev.pt")):
+                self.log(f"{self.run_dir} has no checkpoint yet (stopped before the first one): starting it from the beginning")
+                self.resume = False
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+                shutil.rmtree(self.run_dir / "tensorboard", ignore_errors=True)
+            else:
+                state = self._load_last()
+                done = self._finished_summary(state)
+                if done is not None:
+                    self.log(f"{self.run_dir} is finished ({done.get('epochs')} epoch(s)); nothing to resume. "
+                             f"Model: {self.run_dir / RUN_MODEL_FILE}")
+                    return done
         self._build()
         self.history: List[Dict[str, Any]] = []
         self.topk: List[Tuple[float, int, str]] = []
         self.bad_epochs = 0
         start_epoch, start_batch, global_step = 0, 0, 0
         acc, tracker, cos_hist = EpochAccumulator(), ConflictTracker(), np.zeros(COS_BINS, dtype=np.int64)
-        if self.resume:
-            start_epoch, start_batch, global_step, acc, tracker, cos_hist = self._restore(self._load_last())
+        if state is not None:
+            start_epoch, start_batch, global_step, acc, tracker, cos_hist = self._restore(state)
             self.log(f"resuming {self.run_dir} at epoch {start_epoch + 1}, batch {start_batch} (step {global_step}) "
                      f"on {self.device}")
         else:
@@ -560,6 +586,43 @@ class Trainer:
         dist.all_gather(gathered, total)
         return all(bool(torch.equal(g, gathered[0])) for g in gathered)
 
+    def _choose_final_model(self, summary: Dict[str, Any]) -> Tuple[nn.Module, Dict[str, Any]]:
+        """The model of ``model.pt`` by ``train.final_model``: the top-k average, the best epoch, or the better on dev.
+
+        With ``better`` both candidates are evaluated on dev and compared by the
+        monitored metric (ties go to the average); without a dev split the average
+        is taken. ``summary["final_model"]`` reports the candidates' dev numbers and
+        the choice. Returns the model and ``{"kind", "epochs", "dev"}`` of the choice
+        (``dev``: :meth:`validate`'s tuple, or None).
+        """
+        cfg = self.cfg
+        policy = cfg.train.final_model
+        kinds = ["average", "best"] if policy == "better" and self.dev_m is not None and len(self.topk) > 1 else \
+            ["best" if policy == "best" else "average"]
+        states = {name: load_checkpoint(self.ckpt_dir / name)["model_state"] for _, _, name in self.topk}
+        build_options = {k: v for k, v in cfg.model.config.items() if k not in INIT_ONLY_OPTIONS}  # weights come from states
+        candidates: Dict[str, Dict[str, Any]] = {}
+        for kind in kinds:
+            picked = self.topk if kind == "average" else self.topk[:1]
+            model = build_model(cfg.model.name, **build_options).to(self.device)
+            model.load_state_dict(average_state_dicts([states[name] for _, _, name in picked]))
+            dev = self.validate(model) if self.dev_m is not None else None
+            candidates[kind] = {"kind": kind, "epochs": [e for _, e, _ in picked], "dev": dev, "model": model}
+        if len(candidates) == 2:
+            key = 0 if cfg.train.monitor == "dev_loss" else 1  # index into validate()'s tuple
+            avg, best = candidates["average"], candidates["best"]
+            chosen = avg if avg["dev"][key] <= best["dev"][key] else best
+            self.log(f"final model: {_describe(avg)} vs {_describe(best)}: took the {chosen['kind']} "
+                     f"(train.final_model: better, by {cfg.train.monitor})")
+        else:
+            chosen = next(iter(candidates.values()))
+        summary["final_model"] = {
+            "policy": policy, "chosen": chosen["kind"], "epochs": chosen["epochs"],
+            "candidates": {k: {"epochs": c["epochs"], **({"dev_loss": c["dev"][0], "dev_eer": c["dev"][1]} if c["dev"] else {})}
+                           for k, c in candidates.items()},
+        }
+        return chosen.pop("model"), chosen
+
     def _finish(self, stopped_early: bool) -> Dict[str, Any]:
         cfg = self.cfg
         summary: Dict[str, Any] = {"run_dir": str(self.run_dir), "epochs": len(self.history), "stopped_early": stopped_early,
@@ -569,13 +632,10 @@ class Trainer:
             if not summary["ranks_in_sync"]:
                 self.log("warning: the ranks' weights differ at the end of training")
         if self.is_main and self.topk:
-            states = [load_checkpoint(self.ckpt_dir / name)["model_state"] for _, _, name in self.topk]
-            chosen = states if cfg.train.average_top_k else states[:1]
-            final = build_model(cfg.model.name, **cfg.model.config).to(self.device)
-            final.load_state_dict(average_state_dicts(chosen))
+            final, chosen = self._choose_final_model(summary)
             threshold, calibration = None, None
-            if self.dev_m is not None:
-                dev_loss, dev_eer, threshold, bona, spoof = self.validate(final)
+            if chosen.get("dev") is not None:
+                dev_loss, dev_eer, threshold, bona, spoof = chosen["dev"]
                 from dpda.metrics.calibration import fit_logistic_calibration
 
                 a, b = fit_logistic_calibration(bona, spoof)
@@ -583,10 +643,10 @@ class Trainer:
                 summary.update(final_dev_loss=dev_loss, final_dev_eer=dev_eer)
             save_checkpoint(self.run_dir / "model.pt", inference_payload(
                 cfg.model.name, cfg.model.config, final, cfg.data.sample_rate, cfg.data.crop_samples,
-                threshold=threshold, calibration=calibration, averaged_epochs=[e for _, e, _ in self.topk[: len(chosen)]]))
+                threshold=threshold, calibration=calibration, averaged_epochs=chosen["epochs"],
+                final_model=chosen["kind"]))
             best = min(self.history, key=self._monitored)
-            summary.update(best_epoch=best["epoch"], averaged_epochs=[e for _, e, _ in self.topk[: len(chosen)]],
-                           history=self.history)
+            summary.update(best_epoch=best["epoch"], averaged_epochs=chosen["epochs"], history=self.history)
             try:
                 from dpda.plotting import plot_training
 
@@ -594,7 +654,8 @@ class Trainer:
             except Exception as e:  # plots must never lose a finished run
                 self.log(f"warning: could not write plots: {e}")
             atomic_write_text(self.run_dir / "summary.json", json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
-            self.log(f"finished: {len(self.history)} epoch(s), best epoch {best['epoch']}; model: {self.run_dir / 'model.pt'}")
+            self.log(f"finished: {len(self.history)} epoch(s), best epoch {best['epoch']}; model.pt is the "
+                     f"{_describe({**chosen, 'dev': None})}: {self.run_dir / 'model.pt'}")
         if self.engine is not None:
             self.engine.close()
         if getattr(self, "tb", None) is not None:
@@ -618,6 +679,14 @@ class _null:
 
     def __exit__(self, *a):
         return False
+
+
+def _describe(candidate: Dict[str, Any]) -> str:
+    """'average of epochs 2, 3 (dev loss 0.9270, EER 17.00%)' for a final-model candidate."""
+    epochs = candidate["epochs"]
+    what = f"average of epochs {', '.join(map(str, epochs))}" if candidate["kind"] == "average" else f"best epoch {epochs[0]}"
+    dev = candidate["dev"]
+    return what + (f" (dev loss {dev[0]:.4f}, EER {dev[1]:.2f}%)" if dev is not None else "")
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
