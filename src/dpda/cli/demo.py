@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
+from dpda import allocator
+
 DESCRIPTION = """\
 Run dpda end to end on a small SYNTHETIC corpus generated on the fly (no
 download): train 'dual' (no alignment) and 'dpda' (PCGrad) with a small LFCC-LCNN,
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from dpda.data.synthetic import make_synthetic_corpus
     from dpda.train.trainer import Trainer
 
+    allocator.keep_freed_memory()  # the demo trains on the CPU (dpda.allocator)
     out = Path(args.out)
     epochs = 2 if args.quick else args.epochs
     sizes = dict(n_train=160, n_dev=40, n_test=80, seconds=1.0) if args.quick else {}
@@ -98,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
             "epochs": len(hist),
             "best_epoch": summary.get("best_epoch"),
             "conflict_rate": round(sum(h["conflict_rate"] * h["steps"] for h in hist) / max(1, sum(h["steps"] for h in hist)), 4),
-            "dev_eer": round(float(summary.get("final_dev_eer", float("nan"))), 3),
+            "dev_eer": round(float(summary.get("final_dev_eer", float("nan"))), 3),  # of model.pt, not of one epoch
+            "final_model": summary.get("final_model", {}),
             "plots": summary.get("plots", {}),
         }
     log("[3/3] scoring the test splits")
@@ -112,12 +116,28 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print()
-    print("dpda demo on a SYNTHETIC corpus (not speech: this shows the pipeline, not detection quality)")
-    print(f"{'run':<6} {'EER test %':>10} {'EER shifted %':>13} {'dev EER %':>9} {'conflicts':>9} {'epochs':>6} {'train s':>7}")
-    for mode, r in results.items():
-        print(f"{mode:<6} {r['eer_test']:>10.2f} {r['eer_test_shifted']:>13.2f} {r['dev_eer']:>9.2f} "
-              f"{100 * r['conflict_rate']:>8.1f}% {r['epochs']:>6} {r['train_seconds']:>7.0f}")
+    print_table(results)
     print(f"\nplots: {Path(results['dpda']['run_dir']) / 'plots'} (and {Path(results['dual']['run_dir']) / 'plots'})")
     print(f"try:   dpda detect --model {results['dpda']['run_dir']} {out / 'corpus' / 'audio' / 'test'}/*.flac")
     print(f"total: {report['seconds_total']:.0f} s")
     return 0
+
+
+def _model_label(final: Dict[str, Any]) -> str:
+    """'avg 2,3' or 'epoch 2': which weights model.pt holds (train.final_model)."""
+    epochs = final.get("epochs") or []
+    if not epochs:
+        return "?"
+    return f"avg {','.join(map(str, epochs))}" if final.get("chosen") == "average" else f"epoch {epochs[0]}"
+
+
+def print_table(results: Dict[str, Dict[str, Any]]) -> None:
+    """The demo's comparison table; every EER is of the run's model.pt (the 'model' column says which weights)."""
+    print("dpda demo on a SYNTHETIC corpus (not speech: this shows the pipeline, not detection quality)")
+    print(f"{'run':<6} {'model':>9} {'EER test %':>10} {'EER shifted %':>13} {'dev EER %':>9} {'conflicts':>9} "
+          f"{'epochs':>6} {'train s':>7}")
+    for mode, r in results.items():
+        print(f"{mode:<6} {_model_label(r.get('final_model', {})):>9} {r['eer_test']:>10.2f} {r['eer_test_shifted']:>13.2f} "
+              f"{r['dev_eer']:>9.2f} {100 * r['conflict_rate']:>8.1f}% {r['epochs']:>6} {r['train_seconds']:>7.0f}")
+    print("model: the weights in model.pt ('avg 2,3': the mean of epochs 2 and 3; train.final_model chose them on dev);\n"
+          "       every EER column is that model's, so 'dev EER' need not equal any epoch's line above")

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from dpda import allocator
 from dpda.devices import place_from_env
 from dpda.errors import DpdaError
 
@@ -80,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = validate(from_dict(RunConfig, data))
     check_buildable(cfg)
     placement = place_from_env(cfg.device)  # stops here, before any work, if the ranks do not fit the GPUs
+    if placement.device.type == "cpu":
+        allocator.keep_freed_memory()  # no re-faulting of activation buffers every step (dpda.allocator)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         import torch
 
