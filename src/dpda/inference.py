@@ -25,8 +25,9 @@ Batching
     batches depends only on the order of the utterances.
 
 :func:`score_manifest` writes ``UTT_ID SCORE`` lines, resumably; see its
-docstring. :func:`detect_files` scores loose files and turns scores into
-decisions and probabilities.
+docstring. :func:`detect_files` and :func:`decision_threshold` (in
+:mod:`dpda.detection`, importable from here too) score loose files and turn
+scores into decisions and probabilities.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import (
     Any,
+    Callable,
     Deque,
     Dict,
     Iterable,
@@ -61,6 +63,7 @@ import torch.nn as nn
 from dpda.audio import load_audio, pad_or_crop, sliding_windows
 from dpda.devices import DeviceError, place_rank
 from dpda.errors import AudioError, DpdaError, PathLike
+from dpda.workers import WorkerInit, default_workers
 
 MODES = ("fixed", "full")
 
@@ -74,6 +77,21 @@ _HEADER_PREFIX = "# dpda score partial:"
 
 class ScoringError(DpdaError, RuntimeError):
     """Scoring cannot start or continue (bad options, foreign partial file, ...)."""
+
+
+class MissingAudioError(ScoringError):
+    """The first audio files of a protocol are all missing: the audio root is most likely wrong.
+
+    ``missing``: the paths checked (None for an utterance without one).
+    """
+
+    def __init__(self, message: str, missing: Sequence[Optional[str]]) -> None:
+        super().__init__(message)
+        self.missing = list(missing)
+
+
+#: utterances at the start of a protocol checked before scoring starts (see :func:`check_audio_present`)
+PREFLIGHT_FILES = 20
 
 
 def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
@@ -235,7 +253,7 @@ class Scorer:
         self.forward_windows += int(x.shape[0])
         return logits[:, 1].float().cpu().numpy().astype(np.float64)
 
-    def _run_batch(self, pending: Deque[_Pending], n: int) -> None:
+    def _run_batch(self, pending: Deque[_Pending], n: int, on_batch: Optional[Callable[[int], None]] = None) -> None:
         rows: List[np.ndarray] = []
         owners: List[Tuple[_Pending, int]] = []
         need = n
@@ -255,6 +273,8 @@ class Scorer:
         for item, take in owners:
             item.total += float(np.sum(scores[pos : pos + take]))
             pos += take
+        if on_batch is not None:
+            on_batch(n)
 
     @staticmethod
     def _pop_done(pending: Deque[_Pending]) -> Iterator[Tuple[Any, float]]:
@@ -262,11 +282,15 @@ class Scorer:
             item = pending.popleft()
             yield item.key, item.total / item.windows.shape[0]
 
-    def score_windows(self, items: Iterable[Tuple[Any, np.ndarray]]) -> Iterator[Tuple[Any, float]]:
+    def score_windows(
+        self, items: Iterable[Tuple[Any, np.ndarray]], on_batch: Optional[Callable[[int], None]] = None
+    ) -> Iterator[Tuple[Any, float]]:
         """Score ``(key, windows)`` pairs (windows from :meth:`windows`); yield ``(key, score)`` in order.
 
         Windows of consecutive items share batches of ``batch_size`` windows;
         an item is yielded as soon as all its windows are scored.
+        ``on_batch(n)`` is called after each forward pass of ``n`` windows
+        (progress displays).
         """
         pending: Deque[_Pending] = deque()
         unscored = 0
@@ -277,12 +301,12 @@ class Scorer:
             pending.append(_Pending(key, windows))
             unscored += windows.shape[0]
             while unscored >= self.batch_size:
-                self._run_batch(pending, self.batch_size)
+                self._run_batch(pending, self.batch_size, on_batch)
                 unscored -= self.batch_size
                 yield from self._pop_done(pending)
         while unscored > 0:
             n = min(self.batch_size, unscored)
-            self._run_batch(pending, n)
+            self._run_batch(pending, n, on_batch)
             unscored -= n
             yield from self._pop_done(pending)
 
@@ -330,6 +354,31 @@ def _identity(x: Any) -> Any:
     return x
 
 
+def check_audio_present(items: Sequence[Tuple[str, Optional[str]]], n: int = PREFLIGHT_FILES) -> None:
+    """Raise :class:`MissingAudioError` when the audio of the first ``n`` utterances is all missing.
+
+    ``items``: ``(utt_id, path)`` in protocol order. Such a protocol is almost
+    surely read with the wrong audio root: rather than trying every file and
+    writing an error per utterance, stop before any work. A few missing files
+    among present ones are not this function's business (they become
+    per-file errors).
+    """
+    first = list(items[: max(1, int(n))])
+    if not first or any(path is not None and os.path.exists(path) for _, path in first):
+        return
+    paths = [path for _, path in first]
+    named = [p for p in paths if p is not None]
+    folders = sorted({os.path.dirname(p) or "." for p in named})
+    what = f"the {len(first)}" if len(first) == len(items) else f"the first {len(first)}"
+    lines = [f"none of {what} audio files of the protocol exists, e.g.:"]
+    lines += [f"  {p}" for p in named[:3]] or ["  (the protocol gives no audio paths)"]
+    if folders:
+        others = f" and {len(folders) - 1} other folder(s)" if len(folders) > 1 else ""
+        lines.append(f"looked in {folders[0]}{others}")
+    lines.append("is the audio root right? (nothing was scored)")
+    raise MissingAudioError("\n".join(lines), paths)
+
+
 # -- progress line -------------------------------------------------------------------------------
 
 
@@ -341,9 +390,23 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """A single, self-overwriting progress line on a terminal (nothing when disabled)."""
+    """A single, self-overwriting progress line on a terminal (nothing when disabled or off a terminal).
 
-    def __init__(self, total: int, enabled: bool = True, stream: Optional[TextIO] = None, every: float = 0.5) -> None:
+    The line reads ``LABEL DONE/TOTAL[ ITEMS] (PCT%)  RATE UNIT/s  ETA H:MM:SS``,
+    e.g. ``scored 120/1200 (10.0%)  35.2 utt/s  ETA 0:31``.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        enabled: bool = True,
+        stream: Optional[TextIO] = None,
+        every: float = 0.5,
+        *,
+        label: str = "scored",
+        items: str = "",
+        unit: str = "utt",
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
         self.enabled = bool(enabled) and bool(isatty and isatty())
@@ -354,6 +417,9 @@ class Progress:
         self.every = every
         self._last = 0.0
         self._width = 0
+        self.label = label
+        self.items = f" {items}" if items else ""
+        self.unit = unit
 
     def update(self, n: int = 1, errors: int = 0) -> None:
         self.done += n
@@ -367,7 +433,7 @@ class Progress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         pct = 100.0 * self.done / self.total if self.total else 100.0
         eta = _clock((self.total - self.done) / rate) if rate > 0 else "?"
-        text = f"scored {self.done}/{self.total} ({pct:.1f}%)  {rate:.1f} utt/s  ETA {eta}"
+        text = f"{self.label} {self.done}/{self.total}{self.items} ({pct:.1f}%)  {rate:.1f} {self.unit}/s  ETA {eta}"
         if self.errors:
             text += f"  errors {self.errors}"
         pad = " " * max(0, self._width - len(text))
@@ -466,7 +532,7 @@ def score_manifest(
     model_path_or_scorer: Union[PathLike, Scorer],
     out_path: PathLike,
     *,
-    num_workers: int = 4,
+    num_workers: Optional[int] = None,
     batch_size: int = 32,
     mode: str = "fixed",
     hop: Optional[int] = None,
@@ -478,9 +544,16 @@ def score_manifest(
     """Score every utterance of a manifest into ``out_path`` (``UTT_ID SCORE`` lines).
 
     Audio is read, resampled and windowed by a :class:`torch.utils.data.DataLoader`
-    with ``num_workers`` worker processes (0: in this process); windows are
-    scored in batches of ``batch_size`` (``mode``, ``hop``, ``device``,
-    ``amp``: see :class:`Scorer`; they are ignored when a Scorer is given).
+    with ``num_workers`` worker processes (0: in this process; default
+    :func:`dpda.workers.default_workers`, the usable CPUs up to 4); the workers
+    die with this process, even after a ``kill -9`` (:class:`dpda.workers.WorkerInit`).
+    Windows are scored in batches of ``batch_size`` (``mode``, ``hop``,
+    ``device``, ``amp``: see :class:`Scorer`; they are ignored when a Scorer
+    is given).
+
+    Before anything is loaded or written, :func:`check_audio_present` refuses
+    a protocol whose first :data:`PREFLIGHT_FILES` audio files are all missing
+    (:class:`MissingAudioError`: the audio root is wrong).
 
     Resumable: lines are appended to ``out_path + ".partial"`` and flushed
     after each batch. Running again with the partial file present skips the
@@ -503,6 +576,8 @@ def score_manifest(
     out = Path(out_path)
     partial = Path(str(out) + PARTIAL_SUFFIX)
     errors_file = Path(errors_path) if errors_path is not None else Path(str(out) + ERRORS_SUFFIX)
+    check_audio_present([(u.utt_id, None if u.path is None else str(u.path)) for u in manifest])
+    num_workers = default_workers() if num_workers is None else int(num_workers)
     if isinstance(model_path_or_scorer, Scorer):
         scorer = model_path_or_scorer
     else:
@@ -539,8 +614,8 @@ def score_manifest(
                 if num_workers > 0:
                     loader_kw.update(prefetch_factor=4, persistent_workers=False)
                 loader = torch.utils.data.DataLoader(
-                    dataset, batch_size=None, shuffle=False, num_workers=int(num_workers),
-                    collate_fn=_identity, **loader_kw,
+                    dataset, batch_size=None, shuffle=False, num_workers=num_workers,
+                    collate_fn=_identity, worker_init_fn=WorkerInit(), **loader_kw,
                 )
 
                 def good_items() -> Iterator[Tuple[str, np.ndarray]]:
@@ -600,96 +675,22 @@ def score_manifest(
     }
 
 
-# -- detect: loose files -------------------------------------------------------------------------
+# -- detect: loose files (dpda.detection) --------------------------------------------------------
+
+_DETECTION_NAMES = ("detect_files", "decision_threshold")
 
 
-def decision_threshold(info: Dict[str, Any], threshold: Optional[float] = None) -> Tuple[float, str]:
-    """The decision threshold on the score and where it comes from.
+def __getattr__(name: str) -> Any:
+    """``detect_files`` and ``decision_threshold`` live in :mod:`dpda.detection` (imported on use)."""
+    if name in _DETECTION_NAMES:
+        from dpda import detection
 
-    In order: ``threshold`` (explicit, ``"--threshold"``); the checkpoint's
-    dev-set EER threshold (``"checkpoint (dev EER)"``); with only a
-    calibration ``(a, b)``, the score where P(bona fide) = 0.5, ``-b / a``
-    (``"calibration (P = 0.5)"``). Without any of these no threshold is
-    invented: :class:`ScoringError` asks for ``--threshold``.
-    """
-    if threshold is not None:
-        return float(threshold), "--threshold"
-    if info.get("threshold") is not None:
-        return float(info["threshold"]), "checkpoint (dev EER)"
-    cal = info.get("calibration")
-    if cal and float(cal.get("a", 0.0)) > 0.0:
-        return -float(cal["b"]) / float(cal["a"]), "calibration (P = 0.5)"
-    raise ScoringError(
-        f"{info.get('path', 'the model')} stores no decision threshold (no dev-set EER threshold and no "
-        "calibration): pass --threshold T (a threshold on the score logit[:, 1]; e.g. the EER threshold "
-        "that 'dpda score --evaluate' prints for a labelled dev set)"
-    )
-
-
-def detect_files(
-    paths: Sequence[PathLike],
-    model_path: Union[PathLike, Scorer],
-    threshold: Optional[float] = None,
-    *,
-    mode: str = "full",
-    hop: Optional[int] = None,
-    device: Union[str, torch.device, None] = "auto",
-    batch_size: int = 16,
-    amp: bool = False,
-) -> Dict[str, Any]:
-    """Score loose audio files and decide bona fide / spoof.
-
-    Each file is read at any sample rate and length (resampled to the model's
-    rate) and scored over full-utterance sliding windows by default
-    (``mode="full"``). Decision: ``"bonafide"`` when ``score >= threshold``,
-    else ``"spoof"``; the threshold is chosen by :func:`decision_threshold`.
-    ``probability`` is P(bona fide) from the checkpoint's calibration
-    ``sigmoid(a * score + b)``, or None when the checkpoint has no calibration
-    (a raw logit is not a probability).
-
-    Returns ``{"model", "threshold", "threshold_source", "calibrated",
-    "mode", "results"}`` where each result is ``{"file", "score",
-    "probability", "decision"}`` or ``{"file", "error"}`` for a file that
-    could not be used (the others are still scored).
-    """
-    from dpda.metrics.calibration import calibrated_probability
-
-    if isinstance(model_path, Scorer):
-        scorer = model_path
-    else:
-        scorer = Scorer.from_checkpoint(model_path, mode=mode, hop=hop, device=device, batch_size=batch_size, amp=amp)
-    info = scorer.info
-    thr, source = decision_threshold(info, threshold)
-    cal = info.get("calibration") or None
-    results: List[Dict[str, Any]] = []
-    for path in paths:
-        name = str(path)
-        try:
-            score = scorer.score_file(path)
-        except AudioError as e:
-            results.append({"file": name, "error": e.problem})
-            continue
-        if not math.isfinite(score):
-            results.append({"file": name, "error": f"model produced a non-finite score ({score})"})
-            continue
-        prob = None if cal is None else float(calibrated_probability(score, cal["a"], cal["b"]))
-        results.append({
-            "file": name,
-            "score": score,
-            "probability": prob,
-            "decision": "bonafide" if score >= thr else "spoof",
-        })
-    return {
-        "model": info.get("path", type(scorer.model).__name__),
-        "threshold": thr,
-        "threshold_source": source,
-        "calibrated": cal is not None,
-        "mode": scorer.mode,
-        "results": results,
-    }
+        return getattr(detection, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    "MODES", "Scorer", "WindowSpec", "ScoringError", "AudioWindowsDataset", "Progress",
-    "score_manifest", "read_partial", "detect_files", "decision_threshold", "resolve_device",
+    "MODES", "Scorer", "WindowSpec", "ScoringError", "MissingAudioError", "AudioWindowsDataset", "Progress",
+    "PREFLIGHT_FILES", "check_audio_present", "score_manifest", "read_partial", "detect_files",
+    "decision_threshold", "resolve_device",
 ]

@@ -230,3 +230,31 @@ def test_too_short_to_resample(tmp_path):
     p = tmp_path / "one.wav"
     sf.write(p, np.array([0.1], np.float32), 48000)
     _raises(p, "too short to resample")
+
+
+def _truncated_wav(tmp_path, keep_bytes: int = 2000):
+    """A 16-bit WAV whose header says 125000 samples (7.8 s at 16 kHz), cut to ``keep_bytes`` bytes."""
+    full = tmp_path / "full.wav"
+    sf.write(full, _sine(440, 16000, seconds=125000 / 16000), 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[:keep_bytes])
+    return cut
+
+
+def test_truncated_wav_is_an_error_not_a_short_file(tmp_path):
+    cut = _truncated_wav(tmp_path)
+    # libsndfile alone takes the cut file for a complete one of (2000 - 44) / 2 = 978 samples
+    assert sf.info(str(cut)).frames == 978
+    _raises(cut, "truncated", "header says 125000 samples", "file holds 978")
+    _raises(cut, "truncated", target_sr=None)
+
+
+def test_wav_with_trailing_chunks_or_odd_sizes_is_not_truncated(tmp_path):
+    x = _sine(440, 16000, seconds=0.1)
+    p = tmp_path / "tail.wav"
+    sf.write(p, x, 16000, subtype="PCM_16")
+    p.write_bytes(p.read_bytes() + b"LIST\x04\x00\x00\x00abcd")  # a chunk after the data
+    np.testing.assert_allclose(load_audio(p), x, atol=1e-4)
+    st = tmp_path / "st24.wav"
+    sf.write(st, np.stack([x, x], axis=1), 16000, subtype="PCM_24")
+    assert load_audio(st).shape == x.shape

@@ -92,9 +92,12 @@ def test_detect_json_with_a_bad_file(run_dir, tmp_path, capsys, device):
     assert set(report["results"][1]) == {"file", "error"} and "decode" in report["results"][1]["error"]
     assert len(ok) == 2
     for r in ok:
-        assert set(r) == {"file", "score", "probability", "decision"}
+        assert set(r) == {"file", "score", "probability", "decision", "probability_disagrees", "warnings"}
         assert 0.0 < r["probability"] < 1.0
         assert r["decision"] == ("bonafide" if r["score"] >= 0.05 else "spoof")
+        assert r["probability_disagrees"] == ((r["probability"] >= 0.5) != (r["decision"] == "bonafide"))
+        assert r["warnings"] == []
+    assert report["decision_rule"] == "bonafide when score >= 0.05, else spoof (threshold: checkpoint (dev EER))"
 
 
 @on_devices

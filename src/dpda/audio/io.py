@@ -8,6 +8,14 @@ frequency is removed rather than aliased).
 Every problem with a file is reported as :class:`dpda.errors.AudioError`,
 whose message is ``"<path>: <problem>"``.
 
+Truncated WAV files: libsndfile sizes a WAV by the bytes actually present, so
+a file cut short (an interrupted copy or download) reads as a complete, short
+file. :func:`load_audio` compares the length the header's ``data`` chunk
+declares with what could be read and reports ``"truncated: header says N
+samples, file holds M"``. For other formats a read that returns fewer frames
+than libsndfile reports from the header is reported the same way (MP3, whose
+length is an estimate, excepted); a cut FLAC usually fails to decode instead.
+
 Units: sample rates are in Hz; lengths are in samples (frames). A mono
 signal has shape ``(T,)``; a multi-channel one has shape ``(C, T)``.
 """
@@ -15,6 +23,7 @@ signal has shape ``(T,)``; a multi-channel one has shape ``(C, T)``.
 from __future__ import annotations
 
 import os
+import struct
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -73,6 +82,52 @@ def _decode_failure(path: str, exc: BaseException) -> AudioError:
     )
 
 
+def wav_header_frames(path: PathLike) -> Optional[int]:
+    """Frames the ``data`` chunk of a RIFF/RIFX WAVE header declares, or None.
+
+    None when the file is no RIFF/RIFX WAVE file (RF64, W64, FLAC, ...), when
+    the header leaves the length open (a data size of 0 or 0xFFFFFFFF, as
+    streaming writers do) or cannot be walked. Frames are per channel:
+    ``data size // block align``.
+    """
+    try:
+        with open(os.fspath(path), "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+                return None
+            order = "<" if head[:4] == b"RIFF" else ">"
+            block_align = 0
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid = chunk[:4]
+                (size,) = struct.unpack(order + "I", chunk[4:])
+                if cid == b"fmt ":
+                    body = f.read(min(size, 16))
+                    if len(body) < 14:
+                        return None
+                    (block_align,) = struct.unpack(order + "H", body[12:14])
+                    f.seek(size - len(body) + (size & 1), os.SEEK_CUR)
+                elif cid == b"data":
+                    if block_align <= 0 or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                else:
+                    f.seek(size + (size & 1), os.SEEK_CUR)
+    except (OSError, struct.error):
+        return None
+
+
+def _declared_frames(path: str, f: "sf.SoundFile") -> Optional[int]:
+    """Frames the header of an open file declares, where that is a promise (not MP3's estimate)."""
+    if str(f.format).upper() in ("WAV", "WAVEX"):
+        return wav_header_frames(path)
+    if str(f.format).upper() in ("MPEG", "MP3") or "MPEG" in str(f.subtype).upper():
+        return None
+    return int(f.frames) if int(f.frames) > 0 else None
+
+
 def audio_info(path: PathLike) -> AudioInfo:
     """Return ``(sample_rate, frames, channels)`` of an audio file from its header.
 
@@ -125,10 +180,17 @@ def load_audio_with_rate(
                 raise AudioError(
                     p, f"has {channels} channels, expected at most {max_channels}"
                 )
+            declared = _declared_frames(p, f)
             data = f.read(dtype="float32", always_2d=True)  # (T, C)
     except _DECODE_ERRORS as exc:
         raise _decode_failure(p, exc) from exc
 
+    if declared is not None and data.shape[0] < declared:
+        raise AudioError(
+            p,
+            f"truncated: header says {declared} samples, file holds {data.shape[0]} "
+            f"({declared / sr:.3f} s declared, {data.shape[0] / sr:.3f} s present at {sr} Hz)",
+        )
     if data.shape[0] == 0:
         raise AudioError(p, "contains no audio (0 frames)")
 
@@ -193,7 +255,8 @@ def load_audio(
 
     Raises:
         AudioError: the file is missing, a directory, empty (0 bytes), not
-            decodable, holds 0 frames, holds NaN or inf samples, or has more
+            decodable, truncated (fewer samples than its header declares),
+            holds 0 frames, holds NaN or inf samples, or has more
             than ``max_channels`` channels.
         ValueError: ``target_sr`` or ``max_channels`` is invalid.
     """

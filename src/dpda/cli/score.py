@@ -26,11 +26,15 @@ run is interrupted, run the same command again and only the utterances not in
 SCORES.partial are scored (a line cut short is rescored). SCORES is written at
 the end, atomically.
 
-Files that cannot be read (missing, empty, corrupt) do not stop the run: they
-are listed in SCORES.errors (UTT_ID<TAB>problem) and left out of SCORES; since
+Files that cannot be read (missing, empty, corrupt, truncated) do not stop the
+run: they are listed in SCORES.errors (UTT_ID<TAB>problem) and left out of SCORES; since
 'dpda evaluate' refuses a score file that misses trials, fix or remove them
 and run the command again (only the failed files are retried). The exit code
-is then 1.
+is then 1. When the first 20 audio files of the protocol are all missing, the
+audio root is wrong: nothing is scored or written and the exit code is 2.
+
+Audio is loaded by --workers processes (default: the usable CPUs, at most 4),
+which die with the command, even after kill -9.
 
 A progress line (rate, ETA) is shown on stderr when it is a terminal."""
 
@@ -64,7 +68,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--mode", choices=("fixed", "full"), default="fixed", help="fixed: first crop_samples samples, repeat-padded (default, as AASIST); full: mean logit[:, 1] over sliding windows of the whole utterance")
     p.add_argument("--hop", type=int, metavar="SAMPLES", help="hop between sliding windows in --mode full, in samples (default: the window length, no overlap)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="windows per forward pass (default 32)")
-    p.add_argument("--workers", type=int, default=4, metavar="N", help="audio loading worker processes (default 4; 0 loads in the main process)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="audio loading worker processes (default: the usable CPUs, at most 4, dpda.workers.default_workers(); 0 loads in the main process)")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="device to run the model on (default auto: cuda when available)")
     p.add_argument("--amp", action="store_true", help="autocast the forward pass (float16 on CUDA): faster, scores may differ in the 3rd-4th digit")
     p.add_argument("--evaluate", action="store_true", help="when done, print EER (and per-attack / per-condition EERs) from the protocol's labels, as 'dpda evaluate' does")
@@ -74,10 +78,13 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dpda.data import load_manifest
-    from dpda.inference import score_manifest
+    from dpda.inference import MissingAudioError, score_manifest
+    from dpda.workers import default_workers
 
     if args.batch_size < 1:
         raise DpdaError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.workers is None:
+        args.workers = default_workers()
     if args.workers < 0:
         raise DpdaError(f"--workers must be >= 0, got {args.workers}")
     if args.hop is not None and args.hop < 1:
@@ -94,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
             num_workers=args.workers, batch_size=args.batch_size, mode=args.mode, hop=args.hop,
             device=args.device, amp=args.amp, progress=not args.no_progress,
         )
+    except MissingAudioError as e:
+        if args.root is not None:
+            where = f"--root is {args.root}: is that the folder holding the audio of {args.protocol}?"
+        else:
+            where = "no --root was given, so the audio is looked for next to the protocol; pass --root AUDIO_DIR"
+        raise DpdaError(f"{e}\n{where} (see 'dpda data check --help')") from None
     except KeyboardInterrupt:
         print(f"interrupted: scores so far are in {args.out}.partial; run the same command again to resume", file=sys.stderr)
         raise
