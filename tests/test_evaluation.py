@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dpda.data import load_manifest
+from dpda.data import Manifest, Utterance, load_manifest
 from dpda.errors import ProtocolError
-from dpda.evaluation import evaluate_scores, join_scores, read_asv_scores, read_scores
+from dpda.evaluation import evaluate_scores, inverted_eer_limit, join_scores, read_asv_scores, read_scores
 from dpda.metrics import compute_eer
 
 KEY_2019 = """\
@@ -53,6 +53,8 @@ def test_read_scores_other_column(tmp_path):
         ("LA_E_0001 1\nLA_E_0002\n", ["s.txt:2", "expected at least 2 columns"]),
         ("LA_E_0001 1\nLA_E_0001 2\n", ["s.txt:2", "scored twice (first on line 1)"]),
         ("LA_E_0001 nan\n", ["s.txt:1", "NaN"]),
+        ("LA_E_0001 1\nLA_E_0002 -inf\n", ["s.txt:2", "score of LA_E_0002 is -inf", "finite"]),
+        ("LA_E_0001 1e999\n", ["s.txt:1", "+inf (written '1e999')"]),
         ("\n# nothing\n", ["no scores found"]),
     ],
 )
@@ -94,10 +96,47 @@ def test_report_matches_compute_eer_and_breakdown(key):
     assert report["warnings"] == []
 
 
-def test_inverted_scores_warn(key):
+def test_inverted_scores_on_six_trials_are_not_called_inverted(key):
+    # EER 66.7 % on 3 + 3 trials is within 3 standard errors of chance (limit 111 %).
     joined = join_scores(key, {k: -v for k, v in SCORES.items()})
     report = evaluate_scores(joined, fmt="asvspoof2019")
-    assert report["eer"] > 50 and "inverted" in report["warnings"][0]
+    assert report["eer"] > 50 and report["warnings"] == []
+
+
+def test_inverted_eer_limit_values():
+    assert inverted_eer_limit(50, 50) == pytest.approx(0.65)
+    assert inverted_eer_limit(1000, 1000) == pytest.approx(0.5 + 3 * 0.25 * (2 / 1000) ** 0.5)
+    assert inverted_eer_limit(19963, 11816) == pytest.approx(0.5087, abs=1e-4)
+    assert inverted_eer_limit(300, 250) == inverted_eer_limit(250, 300)
+    with pytest.raises(ValueError):
+        inverted_eer_limit(0, 10)
+
+
+def _manifest_of(n_bona, n_spoof):
+    utts = [Utterance(f"b{i}", None, "bonafide") for i in range(n_bona)]
+    utts += [Utterance(f"s{j}", None, "spoof") for j in range(n_spoof)]
+    return Manifest("generic", "key.csv", tuple(utts))
+
+
+@pytest.mark.parametrize("n_bona, n_spoof", [(40, 60), (300, 250), (1500, 700)])
+def test_inverted_warning_exactly_above_the_limit(n_bona, n_spoof):
+    # Spoofs score above a growing share of the bona fide trials; the EER sweeps across the limit.
+    limit = inverted_eer_limit(n_bona, n_spoof)
+    near = max(0.01, 2.0 / min(n_bona, n_spoof))  # the EER moves in steps of about 1/n
+    seen = set()
+    for shift in range(0, n_bona + 1, max(1, n_bona // 200)):
+        key = _manifest_of(n_bona, n_spoof)
+        scores = {f"b{i}": float(i) for i in range(n_bona)}
+        low = float(n_bona - shift) - n_bona / 2
+        scores.update({f"s{j}": low + (j + 0.5) / n_spoof * n_bona for j in range(n_spoof)})
+        report = evaluate_scores(join_scores(key, scores), fmt="generic")
+        eer = report["eer"] / 100
+        warned = any("inverted" in w for w in report["warnings"])
+        assert warned == (eer > limit), (shift, eer, limit)
+        seen.add(warned)
+        if abs(eer - limit) < near:
+            seen.add(("near", eer > limit))
+    assert seen >= {True, False, ("near", True), ("near", False)}
 
 
 def test_asvspoof5_adds_dcf_and_cllr(key):
@@ -143,4 +182,7 @@ def test_read_asv_scores_2021_layout_with_subset(tmp_path):
 def test_read_asv_scores_errors(tmp_path):
     p = write(tmp_path / "asv.txt", "bonafide target 3.0\nbonafide maybe 1\n")
     with pytest.raises(ProtocolError, match=r"asv.txt:2: expected exactly one trial type"):
+        read_asv_scores(p)
+    p = write(tmp_path / "asv.txt", "bonafide target 3.0\nbonafide nontarget -inf\nA07 spoof 1\n")
+    with pytest.raises(ProtocolError, match=r"asv.txt:2: ASV score '-inf' is not a finite number"):
         read_asv_scores(p)

@@ -16,10 +16,14 @@ print the EER (and min t-DCF with ASV scores, minDCF/actDCF/Cllr for ASVspoof 5)
 pooled, per attack and per condition (codec, transmission, vocoder type, ...).
 
 The score file has one line per trial, 'UTT_ID SCORE', higher = more bona fide;
-extra columns are ignored. Evaluation is refused (exit 2) when the score file
-misses trials of the key, scores a trial twice, or scores ids the key does not
-know. Metrics follow the official ASVspoof evaluation code exactly (tie
-handling included)."""
+extra columns are ignored. UTT_ID is the key's utterance id, or the audio file
+name (27913.wav, LA_E_123.flac) or relative path (flac/LA_E_123.flac), with or
+without extension, when every id of the file is written that way and the key
+gives no two trials the same one; a note on stderr says which form matched.
+Evaluation is refused (exit 2) when the score file misses trials of the key,
+scores a trial twice, or scores ids the key does not know, and when a score is
+not a finite number. Metrics follow the official ASVspoof evaluation code
+exactly (tie handling included)."""
 
 EPILOG = """\
 examples:
@@ -40,7 +44,10 @@ def register(sub: "argparse._SubParsersAction") -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--scores", required=True, metavar="SCORES", help="score file: 'UTT_ID SCORE' per line (higher = bona fide)")
+    p.add_argument(
+        "--scores", required=True, metavar="SCORES",
+        help="score file: 'UTT_ID SCORE' per line (higher = bona fide); UTT_ID may also be the audio file name or path",
+    )
     p.add_argument("--protocol", required=True, metavar="KEY", help="key / protocol file (or directory for --format for)")
     p.add_argument("--format", required=True, choices=FORMATS, metavar="F", help="corpus format of the key, one of: " + ", ".join(FORMATS))
     p.add_argument("--subset", metavar="S", help="evaluate only trials of this subset (ASVspoof 2021: progress, eval, hidden_track)")
@@ -87,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_scores(joined, fmt=args.format, asv=asv, breakdown=args.by)
     report = {
         "scores": str(args.scores), "protocol": str(args.protocol), "format": args.format,
-        "filters": where, "n_ignored": joined.n_ignored, **report,
+        "filters": where, "n_ignored": joined.n_ignored, "id_form": joined.id_form, **report,
     }
     if args.plot:
         from dpda.metrics import det_curve
@@ -101,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print_report(report)
+    if joined.id_note:
+        print(f"note: {joined.id_note}", file=sys.stderr)
     for w in report["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     return 0
