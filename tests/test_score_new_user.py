@@ -67,7 +67,8 @@ def test_a_few_missing_files_among_present_ones_stay_per_file_errors(model, tmp_
 # -- 5. DataLoader workers die with their parent -----------------------------------------------
 
 
-def test_scoring_dataloader_workers_die_with_their_parent(model, tmp_path, monkeypatch):
+def dataloader_calls(monkeypatch) -> list:
+    """The keyword arguments of every DataLoader built from now on (torch.utils.data.DataLoader is spied on)."""
     built = []
     real = torch.utils.data.DataLoader
 
@@ -77,6 +78,11 @@ def test_scoring_dataloader_workers_die_with_their_parent(model, tmp_path, monke
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(torch.utils.data, "DataLoader", Spy)
+    return built
+
+
+def test_scoring_dataloader_workers_die_with_their_parent(model, tmp_path, monkeypatch):
+    built = dataloader_calls(monkeypatch)
     manifest = load_manifest("generic", make_corpus(tmp_path / "c", n=3))
     summary = inference.score_manifest(manifest, model, tmp_path / "s.txt", num_workers=0, device="cpu", progress=False)
     assert summary["complete"]
@@ -106,15 +112,7 @@ def test_default_workers_raise_no_worker_count_warning(model, tmp_path, monkeypa
 
 def test_score_manifest_default_workers_follow_the_machine(model, tmp_path, monkeypatch):
     monkeypatch.setattr(inference, "default_workers", lambda: 0, raising=False)
-    built = []
-    real = torch.utils.data.DataLoader
-
-    class Spy(real):
-        def __init__(self, *args, **kwargs):
-            built.append(kwargs)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(torch.utils.data, "DataLoader", Spy)
+    built = dataloader_calls(monkeypatch)
     manifest = load_manifest("generic", make_corpus(tmp_path / "c", n=2))
     inference.score_manifest(manifest, model, tmp_path / "s.txt", device="cpu", progress=False)
     assert built[0]["num_workers"] == 0
