@@ -10,8 +10,11 @@ from dpda.models import model_names
 
 def test_models_list_json(capsys):
     assert main(["models", "list", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    listing = json.loads(capsys.readouterr().out)
+    rows = listing["models"]
     assert list(rows) == model_names()
+    for name, fmt in listing["published_formats"].items():
+        assert fmt["architecture"] in rows and fmt["crop_samples"] > 0 and fmt["repos"], name
     assert rows["aasist"]["trainable"] == 297_866
     assert rows["aasist-l"]["trainable"] == 85_306
     for name, row in rows.items():

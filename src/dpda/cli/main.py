@@ -11,7 +11,7 @@ from dpda.errors import DpdaError
 
 # Each command module exposes ``register(subparsers)``; the parser it adds sets
 # ``func`` (a callable taking the parsed namespace and returning an exit code).
-COMMAND_MODULES = ("evaluate", "data", "augment", "models", "train", "score", "detect", "demo")
+COMMAND_MODULES = ("evaluate", "data", "augment", "models", "import_model", "train", "score", "detect", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,8 +42,9 @@ def run_list(args: argparse.Namespace) -> int:
             rows[name] = parameter_counts(name)
         except Exception as e:  # a missing optional dependency must not hide the other models
             rows[name] = {"error": f"{type(e).__name__}: {e}"}
+    formats = published_format_rows()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"models": rows, "published_formats": formats}, indent=2))
         return 0
     print(f"{'model':<20} {'parameters':>13} {'trainable':>13}  class")
     for name, r in rows.items():
@@ -51,4 +52,17 @@ def run_list(args: argparse.Namespace) -> int:
             print(f"{name:<20} {'-':>13} {'-':>13}  unavailable ({r['error']})")
         else:
             print(f"{name:<20} {r['parameters']:>13,} {r['trainable']:>13,}  {r['class']}")
+    print("\npublished checkpoints (dpda import FORMAT CHECKPOINT --out MODEL.pt):")
+    print(f"{'format':<24} {'imports into':<20} {'window':>7}  released by")
+    for name, f in formats.items():
+        print(f"{name:<24} {f['architecture']:<20} {f['crop_samples']:>7}  {', '.join(f['repos'])}"
+              + (f"  ({f['notes']})" if f["notes"] else ""))
     return 0
+
+
+def published_format_rows() -> dict:
+    """Every published format: the architecture it imports into, its inference window and origin."""
+    from dpda.models.published.importer import published_formats
+
+    return {name: {"architecture": f.architecture, "crop_samples": f.crop_samples, "repos": list(f.repos),
+                   "notes": f.notes} for name, f in sorted(published_formats().items())}

@@ -393,8 +393,10 @@ class SSLAASISTBackend(AasistGraphBackend):
         x = self.encoder(x)
         x = F.selu(self.first_bn1(x))  # (B, C, F, T)
         w = self.attention(x)
-        e_S = (x * torch.softmax(w.float(), dim=-1).to(x.dtype)).sum(dim=-1).transpose(1, 2)  # (B, F, C)
-        e_T = (x * torch.softmax(w.float(), dim=-2).to(x.dtype)).sum(dim=-2).transpose(1, 2)  # (B, T, C)
+        # the pooling softmaxes run in at least fp32 (half-precision logits are upcast; fp64 stays fp64)
+        w = w.to(torch.promote_types(w.dtype, torch.float32))
+        e_S = (x * torch.softmax(w, dim=-1).to(x.dtype)).sum(dim=-1).transpose(1, 2)  # (B, F, C)
+        e_T = (x * torch.softmax(w, dim=-2).to(x.dtype)).sum(dim=-2).transpose(1, 2)  # (B, T, C)
         return self.forward_nodes(e_S, e_T)
 
 

@@ -1,0 +1,57 @@
+"""Published checkpoints of the field's XLS-R countermeasures, under their original key names.
+
+A released checkpoint of the DPDA paper code (ductuantruong/dpda_ga), tcm_add,
+SSL_Anti-spoofing or XLSR-Mamba is the state dict of the repository's full
+``Model``: the fairseq wav2vec 2.0 front-end under ``ssl_model.model.*`` and the
+back-end at the top level under the repository's own module names. Each
+:class:`PublishedFormat` maps the back-end keys onto a dpda architecture's
+``model.backend``; the front-end goes through
+:mod:`dpda.models.fairseq_convert` (no fairseq needed).
+
+One module per back-end registers its formats (``conformer_tcm``, ``aasist``,
+``mamba``); :data:`FORMATS` lists them by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Tuple
+
+import torch
+
+BackendMap = Callable[[Mapping[str, torch.Tensor]], Dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class PublishedFormat:
+    """How one published checkpoint layout becomes a dpda model.
+
+    Attributes:
+        name: the format's name on the command line (``dpda import NAME ...``).
+        architecture: the dpda model registry name it imports into.
+        repos: the original repositories (owner/name) whose checkpoints have this layout.
+        crop_samples: the inference window the original code used (samples at 16 kHz).
+        map_backend: original back-end state dict (keys without ``ssl_model.model.``) -> the state dict of
+            ``model.backend`` of ``architecture``; raises ``KeyError``/``ValueError`` naming offending keys.
+        model_config: keyword options of ``build_model(architecture, ...)`` that reproduce the original.
+        notes: one line for ``dpda models list``.
+    """
+
+    name: str
+    architecture: str
+    repos: Tuple[str, ...]
+    crop_samples: int
+    map_backend: BackendMap
+    model_config: Dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+
+FORMATS: Dict[str, PublishedFormat] = {}
+
+
+def register_format(fmt: PublishedFormat) -> PublishedFormat:
+    """Add a format to :data:`FORMATS` (names are unique)."""
+    if fmt.name in FORMATS:
+        raise ValueError(f"published format {fmt.name!r} is registered twice")
+    FORMATS[fmt.name] = fmt
+    return fmt
