@@ -139,18 +139,33 @@ def test_mamba_full_size_defaults():
 
 def test_tcm_attention_parts():
     torch.manual_seed(0)
-    attn = TCMAttention(dim=16, heads=4, dropout=0.0).eval()
+    attn = TCMAttention(dim=16, heads=4, dropout=0.0).eval()  # tcm_add's head tokens (the default)
     extra = sum(p.numel() for n, p in attn.named_parameters() if n.startswith(("head_token", "head_embed")))
-    assert extra == 4 * 16 + 16 + 4 * 16  # d_h*d + d + H*d
+    assert extra == 4 * 16 + 16 + 4 * 16 + 2 * 4  # d_h*d + d + H*d + LayerNorm(d_h)
+    assert attn.qkv.bias is None
     x = torch.randn(2, 11, 16, requires_grad=True)
     out = attn(x)
     assert out.shape == x.shape
     out[:, 0].sum().backward()  # the CLS output reads the head tokens
     assert attn.head_token_proj.weight.grad.abs().sum() > 0 and attn.head_embed.grad.abs().sum() > 0
-    g = attn.head_tokens(x[:, 1:].detach())
+    assert attn.head_token_norm.weight.grad.abs().sum() > 0
+    g = attn.head_tokens(x.detach())
     assert g.shape == (2, 4, 16)
+    # each head token: Linear(d_h, d) cut into d_h chunks, LayerNorm(d_h) on each, GELU, + per-head embedding
+    c = x.detach().reshape(2, 11, 4, 4).mean(dim=1)
+    h = attn.head_token_proj(c).reshape(2, 4, 4, 4)
+    want = torch.nn.functional.gelu(torch.nn.functional.layer_norm(h, (4,), attn.head_token_norm.weight,
+                                                                   attn.head_token_norm.bias)).flatten(2)
+    assert torch.allclose(g, want + attn.head_embed, atol=1e-6)
     with pytest.raises(ValueError):
         attn(torch.randn(2, 1, 16))
+
+    simple = TCMAttention(dim=16, heads=4, dropout=0.0, qkv_bias=True, style="simple").eval()
+    extra = sum(p.numel() for n, p in simple.named_parameters() if n.startswith(("head_token", "head_embed")))
+    assert extra == 4 * 16 + 16 + 4 * 16 and simple.qkv.bias is not None
+    assert simple(x.detach()).shape == x.shape
+    with pytest.raises(ValueError):
+        TCMAttention(dim=16, heads=4, style="other")
 
 
 def test_conformer_blocks_and_backend():
@@ -172,11 +187,18 @@ def test_conformer_blocks_and_backend():
 
 
 def test_conformer_full_size_defaults():
-    backend = ConformerTCMBackend()
+    backend = ConformerTCMBackend()  # the original tcm_add / dpda_ga back-end
     assert len(backend.blocks) == 4
     attn = backend.blocks[0].attn
-    assert isinstance(attn, TCMAttention) and attn.heads == 4 and attn.dim == 144
+    assert isinstance(attn, TCMAttention) and attn.heads == 4 and attn.dim == 144 and attn.style == "tcm_add"
     assert backend.blocks[0].conv.depthwise.kernel_size == (31,)
+    assert backend.blocks[0].conv.depthwise.in_channels == 288  # conv expansion 2
+    assert backend.pos_emb.shape == (1, 10000, 144) and "pos_emb" in backend.state_dict()
     total = sum(p.numel() for p in backend.parameters())
     plain = sum(p.numel() for p in ConformerTCMBackend(tcm=False).parameters())
-    assert total == 2_114_500 and total - plain == 4 * (36 * 144 + 144 + 4 * 144) == 23_616
+    assert total == 2_382_628 and total - plain == 4 * (36 * 144 + 144 + 4 * 144 + 2 * 36) == 23_904
+    assert len(backend.state_dict()) == 159
+    earlier = ConformerTCMBackend(conv_expansion=1, qkv_bias=True, tcm_style="simple", pos_emb_rows=0)
+    assert earlier.pos_emb is None and sum(p.numel() for p in earlier.parameters()) == 2_114_500
+    with pytest.raises(ValueError):
+        ConformerTCMBackend(in_dim=8, dim=16, n_blocks=1, heads=2, kernel_size=3, pos_emb_rows=5)(torch.randn(1, 6, 8))

@@ -473,7 +473,9 @@ class XLSRAASIST(_XLSRModel):
 
 class XLSRConformerTCM(_XLSRModel):
     """XLSR-Conformer with TCM; ``backend_kwargs`` go to :class:`~dpda.models.conformer.ConformerTCMBackend`
-    (``dim=144, n_blocks=4, heads=4, kernel_size=31, ff_mult=4, dropout=0.1, tcm=True``)."""
+    (defaults: the tcm_add / DPDA paper layout, ``dim=144, n_blocks=4, heads=4, kernel_size=31, ff_mult=4,
+    conv_expansion=2``, sinusoidal positions, head tokens from the mean of all tokens; released checkpoints
+    import with ``dpda import tcm_add`` / ``dpda_ga-conformer_tcm``)."""
 
     backend_cls = ConformerTCMBackend
 
