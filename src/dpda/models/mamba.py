@@ -29,8 +29,9 @@ What is implemented
   initialisation follows the Mamba paper (dt bias = softplus^-1 of a
   log-uniform dt in [1e-3, 0.1]; ``A_log = log(1..d_state)``; ``D = 1``).
 * :class:`MambaBlock` -- pre-norm residual block ``x + Mixer(RMSNorm(x))``
-  (equivalent to mamba_ssm's fused add+RMSNorm ``Block``); a
-  :class:`MambaColumn` stacks ``n_layers`` of them and ends with an RMSNorm.
+  (equivalent to mamba_ssm's fused add+RMSNorm ``Block``: the residual stream
+  is kept in float32, ``residual_in_fp32``); a :class:`MambaColumn` stacks
+  ``n_layers`` of them and (unless ``final_norm=False``) ends with an RMSNorm.
 * :class:`BiMambaBackend` -- XLSR-Mamba's dual-column bidirectional back-end
   (Xiao & Das, "XLSR-Mamba: A Dual-Column Bidirectional State Space Model for
   Spoofing Attack Detection", IEEE SPL 2025): the SSL features are projected
@@ -40,6 +41,25 @@ What is implemented
   attention-pooled over time; the two pooled vectors are concatenated,
   linearly fused to ``d_model`` (the embedding) and a linear layer gives the
   two logits.
+
+Reproducing the released XLSR-Mamba / DPDA-GA checkpoints
+----------------------------------------------------------
+The original ``MixerModel`` (mamba_blocks.py) differs from the clean
+formulation above in three ways; :class:`BiMambaBackend` reproduces each with
+an option (all off by default, all on in
+:mod:`dpda.models.published.mamba`'s ``model_config``):
+
+* ``shared_final_norm=True`` -- one final RMSNorm (``norm_f``) serves both
+  columns (the columns then have no ``norm_f`` of their own);
+* ``final_residual="input"`` -- the final fused add+norm is called with the
+  back-end input instead of the last block's output:
+  ``norm_f(x + s)`` where ``s`` is the residual stream that *entered* the last
+  block (so the last block's mixer has no effect on the output) and ``x`` is
+  the *unflipped* input, also for the backward column, whose stream is in
+  reversed time order and is not flipped back (the attention pooling is
+  order-invariant);
+* ``input_dropout`` -- the original applies its dropout (p=0.1) to the
+  column input as well as before the classifier.
 
 Defaults (XLSR-Mamba): ``d_model=144``, ``n_layers=6`` per direction (6
 forward + 6 backward blocks), ``d_state=16``, ``d_conv=4``, ``expand=2``
@@ -239,7 +259,7 @@ def selective_scan(
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square layer norm (computed in float32)."""
+    """Root-mean-square layer norm, weight only (computed in float32, as mamba_ssm's ``rms_norm_ref``)."""
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -248,8 +268,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
+        rstd = 1.0 / torch.sqrt(xf.square().mean(dim=-1, keepdim=True) + self.eps)
+        return (xf * rstd * self.weight.float()).to(x.dtype)
 
 
 class MambaMixer(nn.Module):
@@ -324,29 +344,61 @@ class MambaMixer(nn.Module):
 
 
 class MambaBlock(nn.Module):
-    """Pre-norm residual Mamba block: ``x + Mixer(RMSNorm(x))``."""
+    """Pre-norm residual Mamba block: ``x + Mixer(RMSNorm(x))``.
 
-    def __init__(self, d_model: int, norm_eps: float = 1e-5, **mixer_kwargs) -> None:
+    With ``residual_in_fp32`` the sum (the residual stream) is float32, as in
+    mamba_ssm's ``Block`` with ``residual_in_fp32=True``.
+    """
+
+    def __init__(self, d_model: int, norm_eps: float = 1e-5, residual_in_fp32: bool = True, **mixer_kwargs) -> None:
         super().__init__()
+        self.residual_in_fp32 = residual_in_fp32
         self.norm = RMSNorm(d_model, eps=norm_eps)
         self.mixer = MambaMixer(d_model, **mixer_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.mixer(self.norm(x))
+        out = self.mixer(self.norm(x))
+        if self.residual_in_fp32:
+            return x.float() + out.float()
+        return x + out
 
 
 class MambaColumn(nn.Module):
-    """``n_layers`` Mamba blocks followed by a final RMSNorm (one scan direction)."""
+    """``n_layers`` Mamba blocks followed by a final RMSNorm (one scan direction).
 
-    def __init__(self, d_model: int, n_layers: int, norm_eps: float = 1e-5, **mixer_kwargs) -> None:
+    ``final_norm=False`` leaves the norm out (the back-end then owns a shared one).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int,
+        norm_eps: float = 1e-5,
+        residual_in_fp32: bool = True,
+        final_norm: bool = True,
+        **mixer_kwargs,
+    ) -> None:
         super().__init__()
-        self.layers = nn.ModuleList([MambaBlock(d_model, norm_eps=norm_eps, **mixer_kwargs) for _ in range(n_layers)])
-        self.norm_f = RMSNorm(d_model, eps=norm_eps)
+        self.residual_in_fp32 = residual_in_fp32
+        self.layers = nn.ModuleList(
+            [
+                MambaBlock(d_model, norm_eps=norm_eps, residual_in_fp32=residual_in_fp32, **mixer_kwargs)
+                for _ in range(n_layers)
+            ]
+        )
+        self.norm_f = RMSNorm(d_model, eps=norm_eps) if final_norm else None
+
+    def stream(self, x: torch.Tensor, n_blocks: Optional[int] = None) -> torch.Tensor:
+        """The residual stream after the first ``n_blocks`` blocks (all by default; 0 gives ``x``)."""
+        if self.residual_in_fp32:
+            x = x.float()
+        for layer in self.layers[: len(self.layers) if n_blocks is None else n_blocks]:
+            x = layer(x)
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return self.norm_f(x)
+        x = self.stream(x)
+        return x if self.norm_f is None else self.norm_f(x)
 
 
 class AttentivePooling(nn.Module):
@@ -366,7 +418,14 @@ class BiMambaBackend(nn.Module):
 
     ``forward(feats)`` returns ``(logits, embedding)``; the embedding is the
     fused ``d_model`` vector that feeds the linear classifier.
+
+    ``shared_final_norm``, ``final_residual="input"`` and ``input_dropout``
+    reproduce the original XLSR-Mamba ``MixerModel`` (see the module docstring);
+    ``residual_in_fp32`` keeps the residual streams in float32 (mamba_ssm's
+    ``Block``); ``norm_eps`` is the eps of every RMSNorm.
     """
+
+    FINAL_RESIDUALS = ("output", "input")
 
     def __init__(
         self,
@@ -381,11 +440,22 @@ class BiMambaBackend(nn.Module):
         num_classes: int = 2,
         use_cuda_kernel: bool = True,
         chunk_size: Optional[int] = None,
+        norm_eps: float = 1e-5,
+        residual_in_fp32: bool = True,
+        shared_final_norm: bool = False,
+        final_residual: str = "output",
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if final_residual not in self.FINAL_RESIDUALS:
+            raise ValueError(f"final_residual must be one of {self.FINAL_RESIDUALS}, got {final_residual!r}")
+        if final_residual == "input" and n_layers < 1:
+            raise ValueError("final_residual='input' needs n_layers >= 1")
+        self.final_residual = final_residual
         self.proj = nn.Linear(in_dim, d_model)
         self.first_bn = nn.BatchNorm2d(num_features=1)
         self.selu = nn.SELU(inplace=False)
+        self.input_dropout = nn.Dropout(input_dropout)
         mixer = dict(
             d_state=d_state,
             d_conv=d_conv,
@@ -394,8 +464,10 @@ class BiMambaBackend(nn.Module):
             use_cuda_kernel=use_cuda_kernel,
             chunk_size=chunk_size,
         )
-        self.forward_column = MambaColumn(d_model, n_layers, **mixer)
-        self.backward_column = MambaColumn(d_model, n_layers, **mixer)
+        column = dict(norm_eps=norm_eps, residual_in_fp32=residual_in_fp32, final_norm=not shared_final_norm)
+        self.forward_column = MambaColumn(d_model, n_layers, **column, **mixer)
+        self.backward_column = MambaColumn(d_model, n_layers, **column, **mixer)
+        self.norm_f = RMSNorm(d_model, eps=norm_eps) if shared_final_norm else None
         self.pool_forward = AttentivePooling(d_model)
         self.pool_backward = AttentivePooling(d_model)
         self.fusion = nn.Linear(2 * d_model, d_model)
@@ -403,11 +475,32 @@ class BiMambaBackend(nn.Module):
         self.classifier = nn.Linear(d_model, num_classes)
         self.embedding_dim = d_model
 
+    def _final_norm(self, column: MambaColumn) -> RMSNorm:
+        norm = self.norm_f if self.norm_f is not None else column.norm_f
+        assert norm is not None
+        return norm
+
+    def columns(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Normalised outputs of the two columns for the column input ``x`` (B, T, d_model).
+
+        With ``final_residual="output"`` both are in time order; with ``"input"``
+        (the original XLSR-Mamba) the backward one stays in reversed order.
+        """
+        nf, nb = self._final_norm(self.forward_column), self._final_norm(self.backward_column)
+        if self.final_residual == "input":
+            # norm_f(x + residual entering the last block); x unflipped for both columns
+            base = x.float() if self.forward_column.residual_in_fp32 else x
+            h_f = nf(base + self.forward_column.stream(x, len(self.forward_column.layers) - 1))
+            h_b = nb(base + self.backward_column.stream(x.flip(1), len(self.backward_column.layers) - 1))
+            return h_f, h_b
+        h_f = nf(self.forward_column.stream(x))
+        h_b = nb(self.backward_column.stream(x.flip(1))).flip(1)
+        return h_f, h_b
+
     def forward(self, feats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         x = self.proj(feats)  # (B, T, d)
         x = self.selu(self.first_bn(x.unsqueeze(1)).squeeze(1))
-        h_f = self.forward_column(x)
-        h_b = self.backward_column(x.flip(1)).flip(1)
+        h_f, h_b = self.columns(self.input_dropout(x))
         pooled = torch.cat([self.pool_forward(h_f), self.pool_backward(h_b)], dim=-1)
         emb = self.fusion(pooled)
         logits = self.classifier(self.dropout(emb))
