@@ -125,3 +125,38 @@ def test_bad_invocations(reference_dir, small_ssl, tmp_path, capsys):
     (tmp_path / "exists.pt").write_bytes(b"x")
     assert main(["import", name, str(tmp_path / "backend.pth"), "--out", str(tmp_path / "exists.pt")]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_training_starts_from_an_imported_model(reference_dir, small_ssl, tmp_path, capsys):
+    """dpda train with model.init_from: the imported architecture and weights are where training starts."""
+    import yaml
+
+    from tests.train.test_trainer import write_corpus
+
+    name, fmt = _first_format_with_reference(reference_dir)
+    backend = {k: v for k, v in reference(reference_dir, fmt.architecture).items() if not k.startswith("ref__")}
+    imported = tmp_path / "imported.pt"
+    assert main(["import", name, str(released_checkpoint(tmp_path / "r.pth", small_ssl, backend)), "--out", str(imported)]) == 0
+    cfg = {
+        "name": "ft", "seed": 1, "device": "cpu",
+        "model": {"name": fmt.architecture, "init_from": str(imported), "config": {"freeze_ssl": True}},
+        "data": {"format": "generic", "train": {"protocol": str(write_corpus(tmp_path / "train", 4, 0))},
+                 "crop_samples": 4000, "batch_size": 2, "num_workers": 0},
+        "augment": {"where": "device", "rawboost_algo": 3},
+        "train": {"mode": "dpda", "epochs": 1, "optimizer": {"lr": 0.0, "weight_decay": 0.0}, "final_model": "best"},
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "cfg.yaml"), "--run-dir", str(run), "--no-progress"]) == 0
+    assert "starting from the weights of" in capsys.readouterr().out
+    start, _ = load_model(imported)
+    trained, info = load_model(run)
+    assert info["model_config"]["freeze_ssl"] is True and "ssl_config" in info["model_config"]
+    for (k, a), (_, b) in zip(start.named_parameters(), trained.named_parameters()):
+        assert torch.equal(a, b), k  # lr 0: the parameters are the imported ones
+    bad = dict(cfg, model={"name": "xlsr_mamba" if fmt.architecture != "xlsr_mamba" else "xlsr_aasist",
+                           "init_from": str(imported)})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    assert main(["train", str(tmp_path / "bad.yaml"), "--run-dir", str(tmp_path / "bad")]) == 2
+    assert f"holds a {fmt.architecture!r} model" in capsys.readouterr().err

@@ -42,6 +42,9 @@ class DataConfig:
 class ModelConfig:
     name: str = "aasist-l"
     config: Dict[str, Any] = field(default_factory=dict)
+    # a dpda model file (a run's model.pt, or one written by dpda import) to start from: its architecture
+    # options are the defaults of ``config`` and its weights are loaded strictly before the first step
+    init_from: Optional[str] = None
 
 
 @dataclass
@@ -179,6 +182,28 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def resolve_init_from(cfg: RunConfig) -> Optional[Dict[str, Any]]:
+    """With ``model.init_from``: check the file, merge its architecture options under ``model.config``.
+
+    Returns the model file's payload (its ``model_state`` is what the run starts
+    from), or None without ``init_from``. Idempotent. Raises :class:`ConfigError`
+    for a missing or unreadable file and for another architecture than ``model.name``.
+    """
+    if not cfg.model.init_from:
+        return None
+    from dpda.train.checkpoint import CheckpointError, load_checkpoint, resolve_model_path
+
+    try:
+        payload = load_checkpoint(resolve_model_path(cfg.model.init_from))
+    except CheckpointError as e:
+        raise ConfigError(f"model.init_from: {e}") from None
+    if payload.get("model_name") != cfg.model.name:
+        raise ConfigError(f"model.init_from: {cfg.model.init_from} holds a {payload.get('model_name')!r} model, "
+                          f"but model.name is {cfg.model.name!r}")
+    cfg.model.config = {**dict(payload.get("model_config") or {}), **cfg.model.config}
+    return payload
+
+
 def check_buildable(cfg: RunConfig) -> None:
     """What only building can tell, checked before a run directory exists (cheaply: the model on ``meta``).
 
@@ -191,6 +216,7 @@ def check_buildable(cfg: RunConfig) -> None:
     from dpda.models import build_model
     from dpda.train.checkpoint import INIT_ONLY_OPTIONS
 
+    resolve_init_from(cfg)
     if cfg.train.mode == "dpda":
         try:
             build_aligner(cfg.train.aligner.name, **cfg.train.aligner.options)

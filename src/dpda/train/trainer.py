@@ -56,7 +56,7 @@ from dpda.metrics import compute_eer
 from dpda.models import build_model
 from dpda.train.amp import LossScaler
 from dpda.train.checkpoint import INIT_ONLY_OPTIONS, RUN_MODEL_FILE, CheckpointError, inference_payload, load_checkpoint, save_checkpoint
-from dpda.train.config import RunConfig
+from dpda.train.config import RunConfig, resolve_init_from
 from dpda.train.data import EpochSampler, EvalSet, TrainSet, eval_loader, train_loader
 from dpda.train.engine import ConflictTracker, DualPathEngine, StepOutput, model_logits, weighted_cross_entropy
 
@@ -178,7 +178,15 @@ class Trainer:
         per_step = cfg.data.batch_size * self.world
         if len(self.train_set) < per_step:
             raise DpdaError(f"the training split has {len(self.train_set)} utterances, fewer than one batch ({per_step})")
+        init = resolve_init_from(cfg)
         self.model = build_model(cfg.model.name, **cfg.model.config).to(self.device)
+        if init is not None and not self.resume:  # a resumed run has its own weights in last.pt
+            try:
+                self.model.load_state_dict(init["model_state"], strict=True)
+            except RuntimeError as e:
+                raise DpdaError(f"model.init_from: {cfg.model.init_from}: weights do not fit {cfg.model.name} with "
+                                f"this model.config: {str(e).splitlines()[0]}") from None
+            self.log(f"starting from the weights of {cfg.model.init_from}")
         self.loss_fn = weighted_cross_entropy(cfg.train.bonafide_weight, cfg.train.spoof_weight)
         amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.amp]
         self.amp_dtype = amp
