@@ -160,3 +160,27 @@ def test_training_starts_from_an_imported_model(reference_dir, small_ssl, tmp_pa
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     assert main(["train", str(tmp_path / "bad.yaml"), "--run-dir", str(tmp_path / "bad")]) == 2
     assert f"holds a {fmt.architecture!r} model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_readme_recipe_on_the_reference_files(reference_dir, small_ssl, tmp_path, capsys):
+    """README 'Run a published model in three commands': import, score + evaluate on an In-the-Wild layout, detect."""
+    name, fmt = _first_format_with_reference(reference_dir)
+    backend = {k: v for k, v in reference(reference_dir, fmt.architecture).items() if not k.startswith("ref__")}
+    model_file = tmp_path / "published.pt"
+    assert main(["import", name, str(released_checkpoint(tmp_path / "r.pth", small_ssl, backend)),
+                 "--out", str(model_file)]) == 0
+    itw = tmp_path / "release_in_the_wild"
+    itw.mkdir()
+    rows = ["file,speaker,label"]
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        sf.write(itw / f"{i}.wav", (0.1 * rng.standard_normal(5000)).astype(np.float32), 16000)
+        rows.append(f"{i}.wav,spk{i % 2},{'bona-fide' if i % 2 else 'spoof'}")
+    (itw / "meta.csv").write_text("\n".join(rows) + "\n")
+    capsys.readouterr()
+    assert main(["score", "--model", str(model_file), "--format", "itw", "--protocol", str(itw / "meta.csv"),
+                 "--out", str(tmp_path / "itw.txt"), "--evaluate", "--workers", "0", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "EER:" in out and "threshold" in out
+    assert main(["detect", "--model", str(model_file), "--threshold", "0.5", str(itw / "0.wav"), "--no-progress"]) == 0
