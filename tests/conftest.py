@@ -15,6 +15,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# `dpda train` / `dpda demo` called in-process by tests would set glibc's allocator thresholds for the
+# whole test process (dpda.allocator); tests/test_allocator.py checks the setting in subprocesses instead.
+os.environ.setdefault("DPDA_KEEP_FREED_MEMORY", "0")
+
 
 def _reference_root() -> Path:
     env = os.environ.get("DPDA_REFERENCE_DIR")

@@ -29,10 +29,11 @@ from tests.models.test_fairseq_convert import fairseq_layout  # noqa: E402
 
 #: reference file of each architecture's back-end
 REFERENCE = {"xlsr_conformer_tcm": "conformer_tcm", "xlsr_aasist": "aasist", "xlsr_mamba": "mamba"}
-#: a 1-layer wav2vec 2.0 of width 1024 whose strides follow XLS-R's convention (the importer infers them)
+#: a 1-layer wav2vec 2.0 of width 1024 with XLS-R's seven convolutions (narrow) and strides (the importer
+#: infers them; total stride 320: 201 frames for 64600 samples, as the back-ends expect)
 SMALL_SSL = dict(hidden_size=1024, num_hidden_layers=1, num_attention_heads=16, intermediate_size=64,
-                 conv_dim=(16, 16), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=16,
-                 num_conv_pos_embedding_groups=4)
+                 conv_dim=(16,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
 FORMATS = sorted(published_formats())
 
 
