@@ -141,7 +141,7 @@ def test_training_starts_from_an_imported_model(reference_dir, small_ssl, tmp_pa
     assert main(["import", name, str(released_checkpoint(tmp_path / "r.pth", small_ssl, backend)), "--out", str(imported)]) == 0
     cfg = {
         "name": "ft", "seed": 1, "device": "cpu",
-        "model": {"name": fmt.architecture, "init_from": str(imported), "config": {"freeze_ssl": True}},
+        "model": {"name": fmt.architecture, "config": {"freeze_ssl": True}},  # init_from: on the command line
         "data": {"format": "generic", "train": {"protocol": str(write_corpus(tmp_path / "train", 4, 0))},
                  "crop_samples": 4000, "batch_size": 2, "num_workers": 0},
         "augment": {"where": "device", "rawboost_algo": 3},
@@ -149,7 +149,7 @@ def test_training_starts_from_an_imported_model(reference_dir, small_ssl, tmp_pa
     }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
-    assert main(["train", str(tmp_path / "cfg.yaml"), "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["train", str(tmp_path / "cfg.yaml"), "--run-dir", str(run), "--no-progress", "--init-from", str(imported)]) == 0
     assert "starting from the weights of" in capsys.readouterr().out
     start, _ = load_model(imported)
     trained, info = load_model(run)

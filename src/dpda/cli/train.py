@@ -47,6 +47,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    help="override a config value (YAML syntax), e.g. train.epochs=3 (repeatable; with --resume only "
                         "device and data.num_workers)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--init-from", metavar="MODEL", help="start from the weights (and architecture options) of a dpda "
+                   "model file: a run's model.pt or one written by 'dpda import' (same as --set model.init_from=MODEL)")
     p.add_argument("--run-dir", metavar="DIR", help="run directory (default: RUNS_DIR/NAME-DATE-TIME)")
     p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS",
                    help="also checkpoint every STEPS steps inside an epoch (default 500; 0: epoch ends only)")
@@ -77,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.config:
             raise DpdaError("give a CONFIG.yaml (or --resume RUN_DIR)")
         data = load_yaml(args.config)
+    if args.init_from:
+        if args.resume:
+            raise DpdaError("--init-from starts a new run; a resumed run continues from its own checkpoint")
+        data.setdefault("model", {})["init_from"] = str(args.init_from)
     apply_overrides(data, args.overrides)
     cfg = validate(from_dict(RunConfig, data))
     check_buildable(cfg)
