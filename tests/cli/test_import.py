@@ -34,7 +34,9 @@ REFERENCE = {"xlsr_conformer_tcm": "conformer_tcm", "xlsr_aasist": "aasist", "xl
 SMALL_SSL = dict(hidden_size=1024, num_hidden_layers=1, num_attention_heads=16, intermediate_size=64,
                  conv_dim=(16,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
                  num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
-FORMATS = sorted(published_formats())
+FORMATS = sorted(n for n, f in published_formats().items() if f.front_end == "xlsr")
+#: clovaai/aasist formats -> the official weights and forward reference of $DPDA_REFERENCE_DIR/aasist
+OFFICIAL = {"clovaai-aasist": "AASIST", "clovaai-aasist-l": "AASIST-L"}
 
 
 def reference(reference_dir, architecture):
@@ -185,3 +187,24 @@ def test_the_readme_recipe_on_the_reference_files(reference_dir, small_ssl, tmp_
     out = capsys.readouterr().out
     assert "EER:" in out and "threshold" in out
     assert main(["detect", "--model", str(model_file), "--threshold", "0.5", str(itw / "0.wav"), "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_official_aasist_weights_import_in_the_same_command(reference_dir, tmp_path, capsys, name):
+    tag = OFFICIAL[name]
+    weights = reference_dir / "aasist" / f"{tag}.pth"
+    out = tmp_path / "m.pt"
+    assert main(["import", name, str(weights), "--out", str(out)]) == 0
+    model, info = load_model(out)
+    assert info["crop_samples"] == 64600 and info["provenance"]["sha256"] == file_sha256(weights)
+    ref = np.load(reference_dir / "aasist" / f"{tag}_forward_ref.npz")
+    with torch.no_grad():
+        logits = model(torch.from_numpy(ref["input"]))
+    assert np.abs(logits.numpy() - ref["logits"]).max() <= 1e-4
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    key = sorted(state)[3]
+    state[key + "_renamed"] = state.pop(key)
+    torch.save(state, tmp_path / "renamed.pth")
+    capsys.readouterr()
+    assert main(["import", name, str(tmp_path / "renamed.pth"), "--out", str(tmp_path / "r.pt")]) == 2
+    assert key in capsys.readouterr().err

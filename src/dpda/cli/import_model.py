@@ -25,12 +25,13 @@ EPILOG = """\
 examples:
   dpda import dpda_ga-conformer_tcm best_model.pth --out tcm_dpda.pt
   dpda import ssl_aasist LA_model.pth --out ssl_aasist_la.pt
+  dpda import clovaai-aasist AASIST.pth --out aasist.pt
   dpda score --model tcm_dpda.pt --format itw --protocol release_in_the_wild/meta.csv --out itw.txt --evaluate
 """
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("import", help="convert a released checkpoint (dpda_ga, tcm_add, SSL-AASIST, XLSR-Mamba)",
+    p = sub.add_parser("import", help="convert a released checkpoint (dpda_ga, tcm_add, SSL-AASIST, XLSR-Mamba, AASIST)",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("format", metavar="FORMAT", help="published format (see 'dpda models list')")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="the released .pth / .pt file")

@@ -9,7 +9,8 @@ back-end at the top level under the repository's own module names. Each
 :mod:`dpda.models.fairseq_convert` (no fairseq needed).
 
 One module per back-end registers its formats (``conformer_tcm``, ``aasist``,
-``mamba``); :data:`FORMATS` lists them by name.
+``mamba``, and ``official_aasist`` for clovaai/aasist's raw-waveform models);
+:data:`FORMATS` lists them by name.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class PublishedFormat:
             ``model.backend`` of ``architecture``; raises ``KeyError``/``ValueError`` naming offending keys.
         model_config: keyword options of ``build_model(architecture, ...)`` that reproduce the original.
         notes: one line for ``dpda models list``.
+        front_end: ``"xlsr"`` (the checkpoint holds a fairseq XLS-R under ``ssl_model.model.*`` and
+            ``map_backend`` maps the rest onto ``model.backend``) or ``"none"`` (``map_backend`` maps the
+            whole state dict onto the model, e.g. the raw-waveform AASIST).
     """
 
     name: str
@@ -44,6 +48,7 @@ class PublishedFormat:
     map_backend: BackendMap
     model_config: Dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    front_end: str = "xlsr"
 
 
 FORMATS: Dict[str, PublishedFormat] = {}

@@ -36,7 +36,7 @@ def _load_formats() -> None:
     """Import the per-back-end modules (each registers its formats)."""
     import importlib
 
-    for module in ("conformer_tcm", "aasist", "mamba"):
+    for module in ("conformer_tcm", "aasist", "mamba", "official_aasist"):
         try:
             importlib.import_module(f"dpda.models.published.{module}")
         except ModuleNotFoundError as e:
@@ -136,6 +136,8 @@ def import_checkpoint(format_name: str, path: PathLike, trust_pickle: bool = Fal
     if not path.is_file():
         raise ImportError_(f"{path}: no such checkpoint file")
     state = read_state_dict(path, trust_pickle)
+    if fmt.front_end == "none":
+        return _import_whole(fmt, path, state)
     ssl_state = {k[len(SSL_PREFIX):]: v for k, v in state.items() if k.startswith(SSL_PREFIX)}
     backend_state = {k: v for k, v in state.items() if not k.startswith(SSL_PREFIX)}
     if not ssl_state:
@@ -158,12 +160,28 @@ def import_checkpoint(format_name: str, path: PathLike, trust_pickle: bool = Fal
     except (KeyError, ValueError) as e:
         raise ImportError_(f"{path}: the back-end is not {fmt.name}'s: {str(e).strip(chr(34) + chr(39))}") from None
     _load_strict(model.backend, mapped, f"{fmt.architecture} back-end", str(path))
-    model.eval()
-    info = {
+    return model.eval(), _info(fmt, path, config)
+
+
+def _info(fmt: PublishedFormat, path: Path, config: Dict[str, Any]) -> Dict[str, Any]:
+    return {
         "model_name": fmt.architecture,
         "model_config": config,
         "sample_rate": 16000,
         "crop_samples": fmt.crop_samples,
         "provenance": {"format": fmt.name, "file": path.name, "sha256": file_sha256(path), "repos": list(fmt.repos)},
     }
-    return model, info
+
+
+def _import_whole(fmt: PublishedFormat, path: Path, state: Dict[str, torch.Tensor]) -> Tuple[nn.Module, Dict[str, Any]]:
+    """A format without an XLS-R front-end: the whole state dict maps onto the model."""
+    from dpda.models import build_model
+
+    config = dict(fmt.model_config)
+    model = build_model(fmt.architecture, **config)
+    try:
+        mapped = fmt.map_backend(state)
+    except (KeyError, ValueError) as e:
+        raise ImportError_(f"{path}: not a {fmt.name} checkpoint: {e}") from None
+    _load_strict(model, mapped, f"{fmt.architecture} model", str(path))
+    return model.eval(), _info(fmt, path, config)
