@@ -52,15 +52,19 @@ def save_checkpoint(path: PathLike, payload: Dict[str, Any]) -> None:
             os.fsync(f.fileno())
 
 
-def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``); clear errors for bad files."""
+def load_checkpoint(path: PathLike, map_location: Any = "cpu", mmap: bool = False) -> Dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``); clear errors for bad files.
+
+    ``mmap``: map the tensors' storage from the file instead of reading it (cheap when only
+    the metadata, or a copy into an existing model, is needed).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint is empty (0 bytes): the write was interrupted")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: checkpoint is truncated or corrupt ({str(e).splitlines()[0]})") from None
     except Exception as e:  # pickle.UnpicklingError from weights_only and similar

@@ -194,7 +194,8 @@ def resolve_init_from(cfg: RunConfig) -> Optional[Dict[str, Any]]:
     from dpda.train.checkpoint import CheckpointError, load_checkpoint, resolve_model_path
 
     try:
-        payload = load_checkpoint(resolve_model_path(cfg.model.init_from))
+        # mapped, not read: check_buildable needs only the metadata, the trainer copies the weights once
+        payload = load_checkpoint(resolve_model_path(cfg.model.init_from), mmap=True)
     except CheckpointError as e:
         raise ConfigError(f"model.init_from: {e}") from None
     if payload.get("model_name") != cfg.model.name:

@@ -16,7 +16,7 @@ One module per back-end registers its formats (``conformer_tcm``, ``aasist``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 
@@ -60,3 +60,43 @@ def register_format(fmt: PublishedFormat) -> PublishedFormat:
         raise ValueError(f"published format {fmt.name!r} is registered twice")
     FORMATS[fmt.name] = fmt
     return fmt
+
+
+#: keys listed in an error message before "... and N more"
+LISTED = 8
+
+
+def listing(keys: List[str]) -> str:
+    """The first :data:`LISTED` keys, comma-separated, and how many more there are."""
+    shown = ", ".join(keys[:LISTED])
+    return shown + (f" ... and {len(keys) - LISTED} more" if len(keys) > LISTED else "")
+
+
+def check_layout(state: Mapping[str, Any], expected: Mapping[str, Sequence[int]], what: str) -> None:
+    """``state`` has exactly the keys of ``expected``, each a tensor of that shape.
+
+    Raises:
+        KeyError: unknown keys (listed first, with a hint for front-end or ``module.`` prefixes) or missing keys.
+        ValueError: values that are not tensors, or ``key (shape) (expected (shape))`` for wrong shapes.
+    """
+    unknown = [k for k in state if k not in expected]
+    missing = [k for k in expected if k not in state]
+    if unknown or missing:
+        parts = []
+        if unknown:
+            hint = ""
+            if any(k.startswith("ssl_model.") for k in unknown):
+                hint = " (the XLS-R front-end keys ssl_model.model.* must be split off first)"
+            elif any(k.startswith("module.") for k in unknown):
+                hint = " (strip the DataParallel 'module.' prefix first)"
+            parts.append(f"unknown key(s) {listing(unknown)}{hint}")
+        if missing:
+            parts.append(f"missing key(s) {listing(missing)}")
+        raise KeyError(f"{what}: " + "; ".join(parts))
+    not_tensors = [k for k in expected if not isinstance(state[k], torch.Tensor)]
+    if not_tensors:
+        raise ValueError(f"{what}: not a tensor: {listing(not_tensors)}")
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(shape)})"
+             for k, shape in expected.items() if tuple(state[k].shape) != tuple(shape)]
+    if wrong:
+        raise ValueError(f"{what}: wrong shape(s): {listing(wrong)}")

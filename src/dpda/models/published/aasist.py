@@ -26,11 +26,11 @@ dpda_ga ``data_utils.py`` 66800.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, Mapping
 
 import torch
 
-from dpda.models.published import PublishedFormat, register_format
+from dpda.models.published import PublishedFormat, check_layout, register_format
 
 __all__ = ["SSL_AASIST_BACKEND_CONFIG", "expected_backend_shapes", "map_backend"]
 
@@ -49,9 +49,6 @@ SSL_AASIST_BACKEND_CONFIG: Dict[str, Any] = {
     "dropout_way": 0.2,
     "pool_dropout": 0.3,
 }
-
-#: keys shown in an error message before "... and N more"
-_LISTED = 8
 
 _SHAPES: Dict[str, torch.Size] = {}
 
@@ -74,11 +71,6 @@ def expected_backend_shapes() -> Dict[str, torch.Size]:
     return dict(_SHAPES)
 
 
-def _listing(keys: List[str]) -> str:
-    shown = ", ".join(keys[:_LISTED])
-    return shown + (f" ... and {len(keys) - _LISTED} more" if len(keys) > _LISTED else "")
-
-
 def map_backend(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """SSL-AASIST back-end state dict (original names, no ``ssl_model.model.`` keys) -> ``model.backend``'s.
 
@@ -89,30 +81,7 @@ def map_backend(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         ValueError: values that are not tensors or whose shapes differ from the original ones.
     """
     expected = expected_backend_shapes()
-    unknown = [k for k in state if k not in expected]
-    missing = [k for k in expected if k not in state]
-    if unknown or missing:
-        parts = []
-        if unknown:
-            hint = ""
-            if any(k.startswith("ssl_model.") for k in unknown):
-                hint = " (the XLS-R front-end keys ssl_model.model.* must be split off first)"
-            elif any(k.startswith("module.") for k in unknown):
-                hint = " (strip the DataParallel 'module.' prefix first)"
-            parts.append(f"unknown key(s) {_listing(unknown)}{hint}")
-        if missing:
-            parts.append(f"missing key(s) {_listing(missing)}")
-        raise KeyError("SSL-AASIST back-end: " + "; ".join(parts))
-    not_tensors = [k for k in expected if not isinstance(state[k], torch.Tensor)]
-    if not_tensors:
-        raise ValueError(f"SSL-AASIST back-end: not a tensor: {_listing(not_tensors)}")
-    wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(shape)})"
-        for k, shape in expected.items()
-        if tuple(state[k].shape) != tuple(shape)
-    ]
-    if wrong:
-        raise ValueError(f"SSL-AASIST back-end: wrong shape(s): {_listing(wrong)}")
+    check_layout(state, expected, "SSL-AASIST back-end")
     return {k: state[k] for k in expected}
 
 

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import torch
 import torch.nn as nn
 
 from dpda.errors import DpdaError, PathLike
-from dpda.models.published import FORMATS, PublishedFormat
+from dpda.models.published import FORMATS, PublishedFormat, check_layout
 
 SSL_PREFIX = "ssl_model.model."
-#: keys listed in an error message before "... and N more"
-LISTED = 8
 
 
 class ImportError_(DpdaError, ValueError):
@@ -59,14 +57,9 @@ def file_sha256(path: PathLike) -> str:
     return h.hexdigest()
 
 
-def _listing(keys: List[str]) -> str:
-    shown = ", ".join(keys[:LISTED])
-    return shown + (f" ... and {len(keys) - LISTED} more" if len(keys) > LISTED else "")
-
-
 def read_state_dict(path: PathLike, trust_pickle: bool = False) -> Dict[str, torch.Tensor]:
     """The model state dict of a checkpoint file (original names, ``module.`` stripped)."""
-    from dpda.models.fairseq_convert import extract_state_dict, load_fairseq_checkpoint
+    from dpda.models.fairseq_convert import _strip_known_prefixes, extract_state_dict, load_fairseq_checkpoint
 
     try:
         checkpoint = load_fairseq_checkpoint(path, trust_pickle=trust_pickle)
@@ -76,7 +69,7 @@ def read_state_dict(path: PathLike, trust_pickle: bool = False) -> Dict[str, tor
         state = extract_state_dict(checkpoint)
     except (KeyError, TypeError, ValueError) as e:
         raise ImportError_(f"{path}: no model state dict found ({e})") from None
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return _strip_known_prefixes(state)
 
 
 def _plain(value: Any) -> Any:
@@ -100,20 +93,10 @@ def _ssl_overrides(ssl_config: Any) -> Dict[str, Any]:
 
 
 def _load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, source: str) -> None:
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
-             for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
-    problems = []
-    if unexpected:
-        problems.append(f"unexpected key(s): {_listing(unexpected)}")
-    if missing:
-        problems.append(f"missing key(s): {_listing(missing)}")
-    if wrong:
-        problems.append(f"wrong shape(s): {_listing(wrong)}")
-    if problems:
-        raise ImportError_(f"{source}: the {what} does not fit: " + "; ".join(problems))
+    try:
+        check_layout(state, {k: v.shape for k, v in module.state_dict().items()}, f"the {what} does not fit")
+    except (KeyError, ValueError) as e:
+        raise ImportError_(f"{source}: {str(e).strip(chr(34) + chr(39))}") from None
     module.load_state_dict(state, strict=True)
 
 

@@ -39,16 +39,13 @@ norm, the final add+norm on the back-end input, input dropout); see
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, Mapping, Tuple
 
 import torch
 
-from . import PublishedFormat, register_format
+from . import PublishedFormat, check_layout, register_format
 
 __all__ = ["MODEL_CONFIG", "make_map_backend", "map_backend", "original_key_map", "original_shapes"]
-
-#: keys listed in an error message before "... and N more"
-_LISTED = 8
 
 #: the original hyper-parameters (XLSR-Mamba main.py: --emb-size 144 --num_encoders 12 -> 6 blocks per direction)
 _DIMS = dict(in_dim=1024, d_model=144, n_layers=6, d_state=16, d_conv=4, expand=2)
@@ -164,32 +161,12 @@ def original_key_map(n_layers: int = 6) -> Dict[str, str]:
     return {k: _rename(k) for k in original_shapes(n_layers=n_layers)}
 
 
-def _listing(keys: List[str]) -> str:
-    shown = ", ".join(keys[:_LISTED])
-    return shown + (f" ... and {len(keys) - _LISTED} more" if len(keys) > _LISTED else "")
-
-
 def make_map_backend(**dims: int):
     """A strict mapper for an original back-end of the given dimensions (see :func:`original_shapes`)."""
     expected = original_shapes(**dims)
 
     def _map(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        unknown = [k for k in state if k not in expected]
-        missing = [k for k in expected if k not in state]
-        if unknown or missing:
-            parts = []
-            if unknown:
-                parts.append(f"unexpected keys: {_listing(unknown)}")
-            if missing:
-                parts.append(f"missing keys: {_listing(missing)}")
-            raise KeyError("XLSR-Mamba back-end state dict does not match: " + "; ".join(parts))
-        wrong = [
-            f"{k} has shape {tuple(state[k].shape)}, expected {shape}"
-            for k, shape in expected.items()
-            if tuple(state[k].shape) != shape
-        ]
-        if wrong:
-            raise ValueError("XLSR-Mamba back-end state dict has wrong shapes: " + _listing(wrong))
+        check_layout(state, expected, "XLSR-Mamba back-end")
         return {_rename(k): state[k] for k in expected}
 
     return _map
