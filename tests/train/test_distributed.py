@@ -45,6 +45,9 @@ def worker(rank: int, world: int, init_file: str, out_file: str) -> None:
         engine = train(model, global_batches(), rank, world)
         if rank == 0:
             torch.save({"model": model.state_dict(), "rho": engine.aligner.state_dict()["rho"]}, out_file)
+        # leave together: a rank that tears gloo down while rank 0 still writes can abort the other
+        # ("terminate called without an active exception"), as dpda train's ranks do before exiting
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
