@@ -17,14 +17,24 @@ Modes (both exact for what they define):
   gradients differ from ``joint``'s whenever the model has BatchNorm.
 
 Gradient bookkeeping: one float32 buffer ``(2, P)`` (P = trainable elements).
-Before each backward pass every ``param.grad`` is pointed at its slice of
-the path's row, so autograd accumulates in place; the aligner then writes the
-update into row 0, which is what ``param.grad`` views. No per-step clone,
-flatten or unflatten; the extra memory is one row (P floats) over plain
-training. Parameters that receive no gradient in either path (frozen by
+Each path's gradient comes from ``torch.autograd.grad`` (no accumulation into
+``param.grad``, no hooks) and is written into its row with ONE ``torch.cat``;
+the aligner then writes the update into row 0 and every ``param.grad`` is
+set to a view of its slice (no per-parameter copies: the operators the step
+dispatches are those of the forward/backward passes plus a handful, see
+``bench/dpda_step.py --count-ops``). Memory: the buffer is one row (P floats)
+more than plain training holds in ``param.grad``, plus one path's gradient
+tensors (P floats) alive between its backward pass and the ``cat``.
+Parameters that receive no gradient in either path (frozen by
 ``requires_grad=False`` or unused) get ``grad = None``, never zeros, so the
 optimizer leaves them alone (weight decay included). A parameter used by one
 path only is merged as the aligner defines for non-shared entries.
+
+One-pass split (``one_pass``): in split mode the two paths can also run as
+ONE batched forward/backward (``torch.func.vmap`` over the two paths, each
+path with its own BatchNorm statistics and its own view of the parameters,
+so one backward pass yields both path gradients): see
+:mod:`dpda.train.one_pass` for what it supports and when it falls back.
 
 Mixed precision: ``amp_dtype=torch.bfloat16`` or ``torch.float16`` runs the
 forward under autocast; float16 uses a :class:`~dpda.train.amp.LossScaler`:
@@ -48,7 +58,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -140,12 +150,9 @@ class DualPathEngine:
         self.numel = start
         self.segments = self._module_segments()
         self._buffer: Optional[torch.Tensor] = None
-        self._views: List[List[torch.Tensor]] = []
-        self._received = [[False] * len(self.params) for _ in range(2)]
-        self._row = 0
-        self._hooks = [
-            p.register_post_accumulate_grad_hook(self._mark(i)) for i, p in enumerate(self.params)
-        ]
+        self._views: List[torch.Tensor] = []
+        #: which parameters received a gradient in each path (host-side Python bools)
+        self._received: List[List[bool]] = [[False] * len(self.params) for _ in range(2)]
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if self.world_size > 1:
             with torch.no_grad():
@@ -153,12 +160,6 @@ class DualPathEngine:
                     dist.broadcast(t.data, src=0)
 
     # ------------------------------------------------------------------ setup
-    def _mark(self, index: int) -> Callable[[torch.Tensor], None]:
-        def hook(_: torch.Tensor) -> None:
-            self._received[self._row][index] = True
-
-        return hook
-
     def _module_segments(self) -> List[Tuple[str, int, int]]:
         """(top-level module name, start, stop) ranges of the flat vector, in parameter order."""
         segs: List[Tuple[str, int, int]] = []
@@ -174,16 +175,13 @@ class DualPathEngine:
         device = self.params[0].device
         if self._buffer is None or self._buffer.device != device:
             self._buffer = torch.zeros(2, self.numel, dtype=torch.float32, device=device)
-            self._views = [
-                [self._buffer[r, a:b].view_as(p) for p, (a, b) in zip(self.params, self.offsets)] for r in range(2)
-            ]
+            self._views = [self._buffer[0, a:b].view_as(p) for p, (a, b) in zip(self.params, self.offsets)]
         return self._buffer
 
     def close(self) -> None:
-        """Remove the gradient hooks from the model's parameters."""
-        for h in self._hooks:
-            h.remove()
-        self._hooks = []
+        """Release the gradient buffer (the engine installs no hooks; kept for callers that close it)."""
+        self._buffer = None
+        self._views = []
 
     # ------------------------------------------------------------------ step
     def _autocast(self, x: torch.Tensor):
@@ -192,18 +190,14 @@ class DualPathEngine:
         return torch.autocast(device_type=x.device.type, dtype=self.amp_dtype)
 
     def _backward_into(self, loss: torch.Tensor, row: int, retain_graph: bool) -> None:
+        """Gradient of ``loss`` (times the loss scale) over the parameters, into row ``row`` (one ``cat``)."""
         buf = self._buffer
         assert buf is not None
-        buf[row].zero_()
-        self._row = row
-        self._received[row] = [False] * len(self.params)
-        for p, v in zip(self.params, self._views[row]):
-            p.grad = v
         scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
-        (loss * scale if scale != 1.0 else loss).backward(retain_graph=retain_graph)
-        for p, v in zip(self.params, self._views[row]):
-            if p.grad is not v:  # autocast or a hook replaced the tensor: copy it back in
-                v.copy_(p.grad)
+        grads = torch.autograd.grad(loss * scale if scale != 1.0 else loss, self.params,
+                                    retain_graph=retain_graph, allow_unused=True)
+        self._received[row] = [g is not None for g in grads]
+        write_flat(buf[row], grads, self.params)
 
     def compute_gradients(self, x: torch.Tensor, x_aug: torch.Tensor, target: torch.Tensor) -> StepOutput:
         """Both path gradients, aligned, into ``param.grad``; does not step the optimizer.
@@ -250,15 +244,15 @@ class DualPathEngine:
                 for p in self.params:
                     p.grad = None
                 return StepOutput(loss_orig, loss_aug, {"loss_scale": self.loss_scaler.scale}, skipped=True)
-        # which parameters got a gradient in each path: host-side bookkeeping, on the CPU on purpose
-        received = [torch.tensor(r, dtype=torch.bool, device="cpu") for r in self._received]
+        # which parameters got a gradient in each path: host-side bookkeeping in Python bools
+        received = self._received
         if self.world_size > 1:
-            flags = torch.stack(received).to(device=buf.device, dtype=torch.uint8)
+            flags = torch.tensor(received, dtype=torch.uint8, device=buf.device)
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            received = [f.bool().cpu() for f in flags]
-        any_grad = received[0] | received[1]
+            received = [[bool(v) for v in row] for row in flags.cpu().tolist()]
+        any_grad = [a or b for a, b in zip(received[0], received[1])]
         has_grad = None
-        if not bool((received[0] == received[1]).all()):
+        if received[0] != received[1]:
             has_grad = torch.ones(2, self.numel, dtype=torch.bool, device=buf.device)
             for i, (a, b) in enumerate(self.offsets):
                 for r in range(2):
@@ -268,8 +262,8 @@ class DualPathEngine:
         segments = [(a, b) for _, a, b in self.segments]
         self.aligner(buf, has_grad=has_grad, segments=segments, inplace=True)
         stats = dict(self.aligner.last_stats)
-        for i, p in enumerate(self.params):
-            p.grad = self._views[0][i] if bool(any_grad[i]) else None
+        for p, view, used in zip(self.params, self._views, any_grad):
+            p.grad = view if used else None
         if module_cos is not None:
             stats["module_cos"] = module_cos
         if self.loss_scaler is not None:
@@ -303,6 +297,19 @@ class DualPathEngine:
         self.aligner.load_state_dict(state.get("aligner") or {})
         if self.loss_scaler is not None and state.get("loss_scaler") is not None:
             self.loss_scaler.load_state_dict(state["loss_scaler"])
+
+
+def write_flat(row: torch.Tensor, grads: Sequence[Optional[torch.Tensor]], params: Sequence[nn.Parameter]) -> None:
+    """Flatten ``grads`` (one per parameter; None = no gradient, written as zeros) into ``row`` with one ``cat``.
+
+    ``row`` is a ``(P,)`` slice of the engine's buffer; gradients of another
+    dtype (a low-precision model) are converted by the ``cat``'s output.
+    """
+    parts = [g.reshape(-1) if g is not None else row.new_zeros(p.numel()) for g, p in zip(grads, params)]
+    if all(t.dtype == row.dtype for t in parts):
+        torch.cat(parts, out=row)
+    else:
+        row.copy_(torch.cat([t.to(row.dtype) for t in parts]))
 
 
 class ConflictTracker:
