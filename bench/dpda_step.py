@@ -11,7 +11,14 @@ Procedures, interleaved (one step of each per repeat; medians of per-repeat rati
 (d) dpda split: the same, mode ``split``;
 (e) dual_joint / dual_split (only with ``--procs``): the engine with the
     ``none`` aligner (mean of the two path gradients, the paper's DPDA
-    baseline, ``dpda train`` mode ``dual``), joint / split.
+    baseline, ``dpda train`` mode ``dual``), joint / split;
+(f) split_1pass / dual_split_1pass (only with ``--procs``): split mode with
+    both paths in one vmapped forward/backward (``one_pass=True``, the
+    engine's default on CUDA); ``split`` / ``dual_split`` are the two-pass
+    split (``one_pass=False``, the default on the CPU).
+
+``bench/dpda_ops.py`` counts the operators each procedure dispatches (the
+device-independent proxy of a launch-bound GPU step).
 
 Peak memory on CPU is the peak of tensors saved for backward (activations)
 plus the gradient bookkeeping, tracked with saved-tensor hooks and counted
@@ -97,9 +104,10 @@ class SavedTensorMeter:
         return torch.autograd.graph.saved_tensors_hooks(lambda t: Held(t), lambda h: h.t)
 
 
-#: procedure name -> aligner of the engine (None: not an engine procedure)
+#: procedure name -> aligner of the engine (None: not an engine procedure); see :func:`make_engine`
 PROCEDURES: Dict[str, Optional[str]] = {
     "plain": None, "public": None, "dual_joint": "none", "dual_split": "none", "joint": "pcgrad", "split": "pcgrad",
+    "split_1pass": "pcgrad", "dual_split_1pass": "none",
 }
 DEFAULT_PROCS = ("plain", "public", "joint", "split")
 AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bfloat16}
@@ -165,6 +173,13 @@ def plain_step(model: nn.Module, x, x_aug, y, loss_fn, amp: Optional[torch.dtype
     loss.backward()
 
 
+def make_engine(proc: str, model: nn.Module, loss_fn, amp: Optional[torch.dtype] = None) -> DualPathEngine:
+    """The engine of an engine procedure: mode joint/split from the name, one pass only for ``*_1pass``."""
+    mode = "joint" if "joint" in proc else "split"
+    return DualPathEngine(model, PROCEDURES[proc], loss_fn=loss_fn, mode=mode, amp_dtype=amp,
+                          one_pass=proc.endswith("_1pass") if mode == "split" else None)
+
+
 def bench_model(name: str, model: nn.Module, batch: int, samples: int, repeats: int, device: torch.device,
                 procs: Sequence[str] = DEFAULT_PROCS, amp: Optional[torch.dtype] = None) -> Dict:
     """Times and peak memory of ``procs`` (names of :data:`PROCEDURES`; "plain" is always run) on ``model``."""
@@ -179,8 +194,7 @@ def bench_model(name: str, model: nn.Module, batch: int, samples: int, repeats: 
     y = torch.tensor([i % 2 for i in range(batch)], device=device)
     model = model.to(device).train()
     models = {k: (model if i == 0 else copy.deepcopy(model)) for i, k in enumerate(procs)}
-    engines = {k: DualPathEngine(models[k], PROCEDURES[k], loss_fn=loss_fn, mode=k.rsplit("_", 1)[-1], amp_dtype=amp)
-               for k in procs if PROCEDURES[k] is not None}
+    engines = {k: make_engine(k, models[k], loss_fn, amp) for k in procs if PROCEDURES[k] is not None}
     meter = SavedTensorMeter()
     n_params = sum(p.numel() for p in models["plain"].parameters() if p.requires_grad)
 

@@ -84,6 +84,9 @@ class AugmentConfig:
 class TrainConfig:
     mode: str = "dpda"  # single | dual | dpda
     engine_mode: str = "joint"  # joint | split
+    # split only: both paths in ONE vmapped forward/backward (dpda.train.one_pass): auto (on CUDA, where a
+    # step is launch-bound; two passes on the CPU) | on | off; a model it cannot batch runs two passes
+    one_pass: str = "auto"
     aligner: AlignerConfig = field(default_factory=AlignerConfig)
     epochs: int = 100
     steps_per_epoch: Optional[int] = None  # cap: an epoch is the first N batches of its shuffled order (None: all)
@@ -118,6 +121,7 @@ class RunConfig:
 _CHOICES = {
     "train.mode": ("single", "dual", "dpda"),
     "train.engine_mode": ("joint", "split"),
+    "train.one_pass": ("auto", "on", "off"),
     "train.monitor": ("dev_loss", "dev_eer"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.final_model": ("better", "average", "best"),

@@ -57,6 +57,7 @@ model in ``DistributedDataParallel`` (the engine does its reduction); use
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -67,6 +68,7 @@ import torch.nn.functional as F
 
 from dpda.align import Aligner, build_aligner
 from dpda.train.amp import LossScaler
+from dpda.train.one_pass import OnePassSplit, unsupported_reason
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -115,6 +117,11 @@ class DualPathEngine:
         amp_dtype: ``None``, ``torch.bfloat16`` or ``torch.float16`` (autocast).
         loss_scaler: float16 only; created automatically when needed.
         module_stats: also report the cosine per top-level module (``stats["module_cos"]``).
+        one_pass: split mode only: both paths in one batched forward/backward
+            (:mod:`dpda.train.one_pass`). ``None`` (default) = on CUDA, where a step
+            is launch-bound, off on the CPU, where two half passes are cheaper;
+            ``True``/``False`` force it. Falls back to two passes, with a warning,
+            for a model it cannot batch (``one_pass_fallback`` says why).
     """
 
     def __init__(
@@ -126,6 +133,7 @@ class DualPathEngine:
         amp_dtype: Optional[torch.dtype] = None,
         loss_scaler: Optional[LossScaler] = None,
         module_stats: bool = False,
+        one_pass: Optional[bool] = None,
     ) -> None:
         if mode not in ("joint", "split"):
             raise ValueError(f"mode must be 'joint' or 'split', got {mode!r}")
@@ -154,6 +162,18 @@ class DualPathEngine:
         #: which parameters received a gradient in each path (host-side Python bools)
         self._received: List[List[bool]] = [[False] * len(self.params) for _ in range(2)]
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.one_pass = one_pass
+        #: why split mode runs two passes where one was asked for or tried (None: not applicable / in use)
+        self.one_pass_fallback: Optional[str] = None
+        self._one_pass: Optional[OnePassSplit] = None
+        self._one_pass_worked = False
+        self._one_pass_losses: Tuple[torch.Tensor, torch.Tensor] = ()  # type: ignore[assignment]
+        if mode == "split" and one_pass is not False:
+            reason = unsupported_reason(model)
+            if reason is None:
+                self._one_pass = OnePassSplit(model, self.params)
+            else:
+                self._fall_back(reason, warn=bool(one_pass))
         if self.world_size > 1:
             with torch.no_grad():
                 for t in list(model.parameters()) + list(model.buffers()):
@@ -177,6 +197,17 @@ class DualPathEngine:
             self._buffer = torch.zeros(2, self.numel, dtype=torch.float32, device=device)
             self._views = [self._buffer[0, a:b].view_as(p) for p, (a, b) in zip(self.params, self.offsets)]
         return self._buffer
+
+    def _fall_back(self, reason: str, warn: bool = True) -> None:
+        self._one_pass = None
+        self.one_pass_fallback = reason
+        if warn:
+            warnings.warn(f"split mode: one-pass gradients not used ({reason}); running two passes", stacklevel=3)
+
+    def _use_one_pass(self, device: torch.device) -> bool:
+        if self._one_pass is None:
+            return False
+        return self.one_pass if self.one_pass is not None else device.type == "cuda"
 
     def close(self) -> None:
         """Release the gradient buffer (the engine installs no hooks; kept for callers that close it)."""
@@ -217,6 +248,8 @@ class DualPathEngine:
             loss_aug = self.loss_fn(logits[b:], target)
             self._backward_into(loss_orig, 0, retain_graph=True)
             self._backward_into(loss_aug, 1, retain_graph=False)
+        elif self._use_one_pass(x.device) and self._one_pass_split(x, x_aug, target):
+            loss_orig, loss_aug = self._one_pass_losses
         else:
             with self._autocast(x):
                 logits = model_logits(self.model(x))
@@ -234,6 +267,27 @@ class DualPathEngine:
             dist.all_reduce(losses)
             losses.div_(self.world_size)
         return self._align(buf, float(losses[0]), float(losses[1]))
+
+    def _one_pass_split(self, x: torch.Tensor, x_aug: torch.Tensor, target: torch.Tensor) -> bool:
+        """Both split-mode rows of the buffer from one batched pass; False if the model cannot be batched
+        (only ever on the first try: the random-number state is restored, and the engine falls back)."""
+        assert self._one_pass is not None and self._buffer is not None
+        scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
+        rng = _rng_state(x.device)
+        try:
+            loss_orig, loss_aug, grads = self._one_pass(x, x_aug, target, self.loss_fn, lambda: self._autocast(x), scale)
+        except Exception as e:  # noqa: BLE001 - any failure of the first try means "cannot batch this model"
+            if self._one_pass_worked:
+                raise
+            _set_rng_state(x.device, rng)
+            self._fall_back(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            return False
+        self._one_pass_worked = True
+        received = [g is not None for g in grads]
+        self._received = [received, list(received)]
+        write_flat(self._buffer, grads, self.params)
+        self._one_pass_losses = (loss_orig, loss_aug)
+        return True
 
     def _align(self, buf: torch.Tensor, loss_orig: float, loss_aug: float) -> StepOutput:
         if self.loss_scaler is not None:
@@ -299,17 +353,31 @@ class DualPathEngine:
             self.loss_scaler.load_state_dict(state["loss_scaler"])
 
 
-def write_flat(row: torch.Tensor, grads: Sequence[Optional[torch.Tensor]], params: Sequence[nn.Parameter]) -> None:
-    """Flatten ``grads`` (one per parameter; None = no gradient, written as zeros) into ``row`` with one ``cat``.
+def _rng_state(device: torch.device) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
 
-    ``row`` is a ``(P,)`` slice of the engine's buffer; gradients of another
-    dtype (a low-precision model) are converted by the ``cat``'s output.
+
+def _set_rng_state(device: torch.device, state: Tuple[torch.Tensor, Optional[torch.Tensor]]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def write_flat(out: torch.Tensor, grads: Sequence[Optional[torch.Tensor]], params: Sequence[nn.Parameter]) -> None:
+    """Flatten ``grads`` (one per parameter; None = no gradient, written as zeros) into ``out`` with one ``cat``.
+
+    ``out`` is a row ``(P,)`` of the engine's buffer with gradients shaped like
+    the parameters, or the whole buffer ``(2, P)`` with gradients ``(2,
+    *shape)`` (both paths at once). Gradients of another dtype (a
+    low-precision model) are converted.
     """
-    parts = [g.reshape(-1) if g is not None else row.new_zeros(p.numel()) for g, p in zip(grads, params)]
-    if all(t.dtype == row.dtype for t in parts):
-        torch.cat(parts, out=row)
+    lead = tuple(out.shape[:-1])
+    parts = [g.reshape(*lead, -1) if g is not None else out.new_zeros(*lead, p.numel()) for g, p in zip(grads, params)]
+    if all(t.dtype == out.dtype for t in parts):
+        torch.cat(parts, dim=-1, out=out)
     else:
-        row.copy_(torch.cat([t.to(row.dtype) for t in parts]))
+        out.copy_(torch.cat([t.to(out.dtype) for t in parts], dim=-1))
 
 
 class ConflictTracker:

@@ -196,7 +196,9 @@ class Trainer:
             from dpda.align import build_aligner
 
             aligner = build_aligner("none") if cfg.train.mode == "dual" else build_aligner(cfg.train.aligner.name, **cfg.train.aligner.options)
-            self.engine = DualPathEngine(self.model, aligner, self.loss_fn, mode=cfg.train.engine_mode, amp_dtype=amp)
+            one_pass = {"auto": None, "on": True, "off": False}[cfg.train.one_pass]
+            self.engine = DualPathEngine(self.model, aligner, self.loss_fn, mode=cfg.train.engine_mode, amp_dtype=amp,
+                                         one_pass=one_pass)
         else:
             self.scaler = LossScaler() if amp == torch.float16 else None
             if self.world > 1:

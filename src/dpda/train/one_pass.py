@@ -1,0 +1,159 @@
+"""Split-mode dual-path gradients from ONE forward/backward pass (``torch.func.vmap`` over the paths).
+
+Split mode (:class:`~dpda.train.engine.DualPathEngine`, ``mode="split"``)
+defines each path's gradient as that of a separate forward/backward of its B
+utterances: BatchNorm normalises each path with its own batch statistics and
+updates its running statistics once per path (original path first). Done as
+two passes, a step dispatches every operator of the model twice, which is
+what a launch-bound GPU pays for.
+
+Here the two paths run as one call: ``vmap`` over a leading path axis of
+size 2, the input ``(2, B, T)`` and every trainable parameter given as a
+``(2, *shape)`` expanded view of itself (no copy). Inside the vmap each path
+is computed exactly as on its own (per-path BatchNorm statistics included),
+while each operator is dispatched once over both paths (a convolution with
+per-path weights becomes one grouped convolution, a linear layer one
+``bmm``). Because path ``k`` uses only view ``k`` of each parameter, ONE
+backward pass of ``loss_orig + loss_aug`` gives the gradient of path ``k`` in
+row ``k`` of every ``(2, *shape)`` gradient: both rows of the engine's buffer
+from a single backward pass.
+
+Running statistics: BatchNorm modules run on per-path copies of their
+running mean/variance; after the forward pass the model's buffers receive
+what two sequential updates would give,
+``r'' = r1 + (1 - m) (r0 - r)`` (``r0``, ``r1``: each path's update of ``r``,
+``m`` the momentum; equal to ``(1 - m)((1 - m) r + m mu0) + m mu1``), and
+``num_batches_tracked`` grows by 2.
+
+Not supported (the engine falls back to two passes and says why once):
+BatchNorm with ``momentum=None`` (cumulative average) or SyncBatchNorm;
+models whose forward vmap cannot batch (Python control flow on tensor values,
+``.item()``, an in-place write into a buffer other than BatchNorm's, ...).
+The first step tries the batched pass; if it raises, the random-number state
+is restored before the two-pass fallback, so the fallback run is the same as a
+run that never tried.
+
+Randomness: dropout draws different masks for the two paths (``randomness=
+"different"``), as two passes do, but from a different stream, so a run with
+dropout is not bit-identical to the two-pass run (the gradients of a model
+without dropout are, within floating-point tolerance).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call, vmap
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def unsupported_reason(model: nn.Module) -> Optional[str]:
+    """Why the one-pass split cannot be used for ``model`` (None when it can be tried)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.SyncBatchNorm):
+            return f"{name or 'model'} is a SyncBatchNorm (statistics shared across ranks)"
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats and module.momentum is None:
+            return f"{name or 'model'}: BatchNorm with momentum=None (cumulative average) is not supported"
+    return None
+
+
+class OnePassSplit:
+    """Computes both split-mode path gradients of ``model`` with one vmapped forward/backward.
+
+    Args:
+        model: the engine's model (maps (N, T) to logits (N, 2) or a tuple whose first item is).
+        params: its trainable parameters, in the engine's order.
+    """
+
+    def __init__(self, model: nn.Module, params: Sequence[nn.Parameter]) -> None:
+        self.model = model
+        ids = {id(p): i for i, p in enumerate(params)}
+        self.trainable: List[Tuple[str, int]] = []  # (name, index into params)
+        self.frozen: List[str] = []
+        for name, p in model.named_parameters():
+            if id(p) in ids:
+                self.trainable.append((name, ids[id(p)]))
+            else:
+                self.frozen.append(name)
+        self.params = list(params)
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        x_aug: torch.Tensor,
+        target: torch.Tensor,
+        loss_fn: LossFn,
+        autocast: Callable[[], object],
+        scale: float = 1.0,
+    ) -> Tuple[torch.Tensor, torch.Tensor, List[Optional[torch.Tensor]]]:
+        """``(loss_orig, loss_aug, grads)``: ``grads[i]`` is ``(2, *params[i].shape)`` (row k = path k,
+        times ``scale``) or None where the parameter got no gradient.
+
+        Args: x, x_aug: (B, T) waveforms; target: (B,) class indices; ``autocast()`` gives the
+        forward's autocast context; ``scale``: the fp16 loss scale.
+        """
+        model = self.model
+        stacked = [p.detach().unsqueeze(0).expand(2, *p.shape).requires_grad_() for p in self.params]
+        trainable = {name: stacked[i] for name, i in self.trainable}
+        named_params = dict(model.named_parameters())
+        frozen = {name: named_params[name] for name in self.frozen}
+        bn_names, bn_tensors, bn_stacked, momenta = self._stack_bn_buffers()
+        updated = set(bn_names)
+        other_buffers = {n: b for n, b in model.named_buffers() if n not in updated}
+        per_path = dict(zip(bn_names, bn_stacked))
+
+        def one_path(weights: Dict[str, torch.Tensor], running: Dict[str, torch.Tensor], waveforms: torch.Tensor):
+            out = functional_call(model, (weights, frozen, running, other_buffers), (waveforms,))
+            return out[0] if isinstance(out, (tuple, list)) else out
+
+        with autocast():
+            logits = vmap(one_path, in_dims=(0, 0, 0), randomness="different")(trainable, per_path, torch.stack([x, x_aug]))
+        loss_orig = loss_fn(logits[0], target)
+        loss_aug = loss_fn(logits[1], target)
+        total = loss_orig + loss_aug
+        grads = torch.autograd.grad(total * scale if scale != 1.0 else total, stacked, allow_unused=True)
+        self._write_back_bn(bn_names, bn_tensors, bn_stacked, momenta)
+        return loss_orig, loss_aug, list(grads)
+
+    # -- BatchNorm running statistics ---------------------------------------------------------------
+
+    def _stack_bn_buffers(self) -> Tuple[List[str], List[torch.Tensor], List[torch.Tensor], List[float]]:
+        """Per-path copies ``(2, ...)`` of the running statistics that this forward pass updates
+        (BatchNorm modules in training mode), with their names, the model's tensors and momenta."""
+        names: List[str] = []
+        tensors: List[torch.Tensor] = []
+        momenta: List[float] = []
+        for prefix, m in self.model.named_modules():
+            if not (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training):
+                continue
+            for b in ("running_mean", "running_var", "num_batches_tracked"):
+                t = getattr(m, b)
+                if t is not None:
+                    names.append(f"{prefix}.{b}" if prefix else b)
+                    tensors.append(t)
+                    momenta.append(float(m.momentum))  # None is refused by unsupported_reason
+        stacked = [t.unsqueeze(0).expand(2, *t.shape).clone() for t in tensors]
+        return names, tensors, stacked, momenta
+
+    @torch.no_grad()
+    def _write_back_bn(self, names: List[str], tensors: List[torch.Tensor], stacked: List[torch.Tensor],
+                       momenta: List[float]) -> None:
+        """Model buffers := two sequential updates (see the module docstring)."""
+        floats: List[Tuple[torch.Tensor, torch.Tensor, float]] = []
+        counts: List[torch.Tensor] = []
+        for name, t, s, m in zip(names, tensors, stacked, momenta):
+            if name.endswith("num_batches_tracked"):
+                counts.append(t)
+            else:
+                floats.append((t, s, 1.0 - m))
+        if floats:
+            r = [t for t, _, _ in floats]
+            delta = torch._foreach_sub([s[0] for _, s, _ in floats], r)  # r0 - r
+            torch._foreach_mul_(delta, [k for _, _, k in floats])
+            torch._foreach_add_(delta, [s[1] for _, s, _ in floats])  # r1 + (1 - m)(r0 - r)
+            torch._foreach_copy_(r, delta)
+        if counts:
+            torch._foreach_add_(counts, 2)
