@@ -18,3 +18,11 @@ def test_audio_numpy_helpers_load_without_torch():
     mods = loaded_after("import numpy as np\nfrom dpda.audio import pad_or_crop, sliding_windows\n"
                         "assert sliding_windows(np.zeros(10, np.float32), 4).shape == (3, 4)")
     assert "torch" not in mods
+
+
+def test_inference_windows_load_without_torch():
+    mods = loaded_after("import numpy as np\nfrom dpda.inference.windows import WindowSpec, score_windows\n"
+                        "spec = WindowSpec(4, 'full')\n"
+                        "out = list(score_windows(lambda b: b.sum(1), [('a', spec(np.ones(10, np.float32)))], "
+                        "batch_size=2, crop_samples=4))\nassert out == [('a', 4.0)], out")
+    assert "torch" not in mods

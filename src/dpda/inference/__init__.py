@@ -1,0 +1,60 @@
+"""Scoring utterances with a trained countermeasure: ``dpda score`` and ``dpda detect``.
+
+The package depends on :mod:`dpda.models`, never on :mod:`dpda.train`:
+
+==================  ===========================================================================
+``windows``         :class:`WindowSpec` (waveform -> input windows) and the batching loop
+                    :func:`~dpda.inference.windows.score_windows`; NumPy only, no torch
+``scorer``          :class:`Scorer`: a torch model on a device, :func:`resolve_device`
+``dataset``         :class:`AudioWindowsDataset` (DataLoader workers), :func:`check_audio_present`
+``partial``         the resumable ``.partial`` score-file format
+``manifest``        :func:`score_manifest` (``dpda score``)
+``detect``          :func:`detect_files`, :func:`decision_threshold` (``dpda detect``)
+``errors``          :class:`ScoringError`, :class:`MissingAudioError`
+==================  ===========================================================================
+
+Every name below is importable from ``dpda.inference`` itself; each submodule
+is imported on first use, so ``dpda.inference.windows`` loads without torch.
+See :mod:`dpda.inference.windows` for the input windows (``fixed`` / ``full``)
+and :mod:`dpda.inference.scorer` for the score convention (``logit[:, 1]``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, List
+
+#: public name -> submodule of dpda.inference that defines it
+_HOMES: Dict[str, str] = {
+    "MODES": "windows", "WindowSpec": "windows",
+    "Scorer": "scorer", "resolve_device": "scorer",
+    "ScoringError": "errors", "MissingAudioError": "errors",
+    "AudioWindowsDataset": "dataset", "PREFLIGHT_FILES": "dataset", "check_audio_present": "dataset",
+    "SCORE_FORMAT": "partial", "PARTIAL_SUFFIX": "partial", "ERRORS_SUFFIX": "partial", "read_partial": "partial",
+    "score_manifest": "manifest",
+    "detect_files": "detect", "decision_threshold": "detect",
+}
+_SHARED: Dict[str, str] = {"Progress": "dpda.progress"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        module = importlib.import_module(f"{__name__}.{_HOMES[name]}")
+    elif name in _SHARED:
+        module = importlib.import_module(_SHARED[name])
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_HOMES) | set(_SHARED))
+
+
+__all__ = [
+    "MODES", "Scorer", "WindowSpec", "ScoringError", "MissingAudioError", "AudioWindowsDataset", "Progress",
+    "PREFLIGHT_FILES", "check_audio_present", "score_manifest", "read_partial", "detect_files",
+    "decision_threshold", "resolve_device",
+]
