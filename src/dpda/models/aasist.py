@@ -49,7 +49,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register_model
 from .sinc import SincConv
 
 __all__ = [
@@ -557,13 +556,11 @@ def _merge(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
     return cfg
 
 
-@register_model("aasist")
 def build_aasist(**config: Any) -> AASIST:
     """AASIST with the official ``AASIST.conf`` (297,866 parameters); kwargs override entries."""
     return AASIST(**_merge(AASIST_CONFIG, dict(config)))
 
 
-@register_model("aasist-l")
 def build_aasist_l(**config: Any) -> AASIST:
     """AASIST-L with the official ``AASIST-L.conf`` (85,306 parameters); kwargs override entries."""
     return AASIST(**_merge(AASIST_L_CONFIG, dict(config)))

@@ -59,7 +59,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dpda.models import register_model
 from dpda.models.sinc import SincConv
 
 __all__ = ["RAWNET2_DEFAULT_CONFIG", "RawNet2", "build_rawnet2"]
@@ -209,7 +208,6 @@ class RawNet2(nn.Module):
         return logits
 
 
-@register_model("rawnet2")
 def build_rawnet2(**config: Any) -> RawNet2:
     """RawNet2 with the ASVspoof 2021 baseline sizes; ``config`` overrides :data:`RAWNET2_DEFAULT_CONFIG`."""
     unknown = set(config) - set(RAWNET2_DEFAULT_CONFIG)

@@ -66,7 +66,6 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from . import register_model
 from .aasist import AasistGraphBackend, build_residual_encoder
 from .conformer import ConformerTCMBackend
 from .fairseq_convert import (
@@ -487,19 +486,16 @@ class XLSRMamba(_XLSRModel):
     backend_cls = BiMambaBackend
 
 
-@register_model("xlsr_aasist")
 def build_xlsr_aasist(**config: Any) -> XLSRAASIST:
     """SSL-AASIST on XLS-R 300M (full size by default)."""
     return XLSRAASIST(**config)
 
 
-@register_model("xlsr_conformer_tcm")
 def build_xlsr_conformer_tcm(**config: Any) -> XLSRConformerTCM:
     """XLSR-Conformer-TCM on XLS-R 300M (full size by default)."""
     return XLSRConformerTCM(**config)
 
 
-@register_model("xlsr_mamba")
 def build_xlsr_mamba(**config: Any) -> XLSRMamba:
     """XLSR-Mamba (dual-column BiMamba) on XLS-R 300M (full size by default)."""
     return XLSRMamba(**config)
