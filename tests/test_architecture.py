@@ -26,3 +26,10 @@ def test_inference_windows_load_without_torch():
                         "out = list(score_windows(lambda b: b.sum(1), [('a', spec(np.ones(10, np.float32)))], "
                         "batch_size=2, crop_samples=4))\nassert out == [('a', 4.0)], out")
     assert "torch" not in mods
+
+
+def test_inference_does_not_load_train():
+    mods = loaded_after("import dpda.inference as inf\nfrom dpda.inference import *\n"
+                        "import dpda.detection\nimport dpda.inference.manifest, dpda.inference.card, dpda.inference.modelfile")
+    assert "dpda.inference.scorer" in mods
+    assert not [m for m in mods if m == "dpda.train" or m.startswith("dpda.train.")]

@@ -11,6 +11,8 @@ The package depends on :mod:`dpda.models`, never on :mod:`dpda.train`:
 ``manifest``        :func:`score_manifest` (``dpda score``)
 ``detect``          :func:`detect_files`, :func:`decision_threshold` (``dpda detect``)
 ``errors``          :class:`ScoringError`, :class:`MissingAudioError`
+``card``            :class:`ModelCard` (what a model file says about its model), :func:`load_model`
+``modelfile``       the model file on disk: atomic save, safe load, :func:`resolve_model_path`
 ==================  ===========================================================================
 
 Every name below is importable from ``dpda.inference`` itself; each submodule
@@ -33,6 +35,8 @@ _HOMES: Dict[str, str] = {
     "SCORE_FORMAT": "partial", "PARTIAL_SUFFIX": "partial", "ERRORS_SUFFIX": "partial", "read_partial": "partial",
     "score_manifest": "manifest",
     "detect_files": "detect", "decision_threshold": "detect",
+    "ModelCard": "card", "load_model": "card", "load_model_card": "card", "read_card": "card",
+    "CheckpointError": "modelfile", "resolve_model_path": "modelfile",
 }
 _SHARED: Dict[str, str] = {"Progress": "dpda.progress"}
 
@@ -56,5 +60,6 @@ def __dir__() -> List[str]:
 __all__ = [
     "MODES", "Scorer", "WindowSpec", "ScoringError", "MissingAudioError", "AudioWindowsDataset", "Progress",
     "PREFLIGHT_FILES", "check_audio_present", "score_manifest", "read_partial", "detect_files",
-    "decision_threshold", "resolve_device",
+    "decision_threshold", "resolve_device", "ModelCard", "load_model", "load_model_card", "read_card",
+    "CheckpointError", "resolve_model_path",
 ]

@@ -18,11 +18,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from dpda.audio import load_audio
+from dpda.audio import AASIST_NUM_SAMPLES, load_audio
 from dpda.devices import DeviceError, place_rank
 from dpda.errors import PathLike
+from dpda.inference.card import ModelCard, load_model_card
 from dpda.inference.errors import ScoringError
 from dpda.inference.windows import WindowSpec, score_windows
+from dpda.models import DEFAULT_SAMPLE_RATE
 
 
 def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
@@ -60,8 +62,8 @@ class Scorer:
     def __init__(
         self,
         model: nn.Module,
-        sample_rate: int = 16000,
-        crop_samples: int = 64600,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
+        crop_samples: int = AASIST_NUM_SAMPLES,
         mode: str = "fixed",
         hop: Optional[int] = None,
         device: Union[str, torch.device, None] = "cpu",
@@ -76,7 +78,8 @@ class Scorer:
         self.model = model.to(self.device).eval()
         self.batch_size = int(batch_size)
         self.amp = bool(amp)
-        self.info: Dict[str, Any] = {}
+        self.card: Optional[ModelCard] = None  # set by from_checkpoint
+        self.info: Dict[str, Any] = {}  # the card as a dict (threshold, calibration, sample_rate, ...)
         self.forward_windows = 0  # windows run through the model (for tests and statistics)
 
     @property
@@ -102,21 +105,20 @@ class Scorer:
         batch_size: int = 32,
         amp: bool = False,
     ) -> "Scorer":
-        """A scorer for a checkpoint file or run directory; its metadata is in ``.info``."""
-        from dpda.train.checkpoint import load_model
-
-        model, info = load_model(path, device="cpu")
+        """A scorer for a model file or run directory; its model card is ``.card`` (as a dict, ``.info``)."""
+        model, card = load_model_card(path, device="cpu")
         scorer = cls(
             model,
-            sample_rate=int(info.get("sample_rate") or 16000),
-            crop_samples=int(info.get("crop_samples") or 64600),
+            sample_rate=card.sample_rate,
+            crop_samples=card.crop_samples,
             mode=mode,
             hop=hop,
             device=device,
             batch_size=batch_size,
             amp=amp,
         )
-        scorer.info = info
+        scorer.card = card
+        scorer.info = card.as_dict()
         return scorer
 
     def describe(self) -> str:

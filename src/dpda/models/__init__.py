@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch.nn as nn
 
@@ -33,13 +33,15 @@ class ModelSpec:
     first use, so listing models loads none of them) or a callable
     ``fn(**config) -> nn.Module``. ``sample_rate`` (Hz) and ``crop_samples``
     (samples per input window) are the defaults a model card falls back to;
-    a model whose config has a ``sample_rate`` option expects that rate.
+    ``rate_option`` is the key path of the config option that changes the
+    rate the model expects (its front-end's filters), if it has one.
     """
 
     name: str
     builder: Union[str, Builder]
     sample_rate: int = DEFAULT_SAMPLE_RATE
     crop_samples: int = AASIST_NUM_SAMPLES
+    rate_option: Tuple[str, ...] = ("sample_rate",)
 
     @property
     def module(self) -> Optional[str]:
@@ -58,7 +60,7 @@ MODELS: Dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("aasist", "aasist:build_aasist"),
     ModelSpec("aasist-l", "aasist:build_aasist_l"),
     ModelSpec("rawnet2", "rawnet2:build_rawnet2"),
-    ModelSpec("lcnn", "lcnn:build_lcnn"),
+    ModelSpec("lcnn", "lcnn:build_lcnn", rate_option=("lfcc", "sample_rate")),
     ModelSpec("xlsr_aasist", "ssl:build_xlsr_aasist"),
     ModelSpec("xlsr_conformer_tcm", "ssl:build_xlsr_conformer_tcm"),
     ModelSpec("xlsr_mamba", "ssl:build_xlsr_mamba"),
@@ -90,10 +92,14 @@ def model_spec(name: str) -> Optional[ModelSpec]:
 
 
 def model_sample_rate(name: str, config: Optional[Dict[str, Any]] = None) -> int:
-    """The rate (Hz) model ``name`` built with ``config`` expects: its ``sample_rate`` option, else the default."""
+    """The rate (Hz) model ``name`` built with ``config`` expects: its rate option when set, else the default."""
     spec = MODELS.get(name)
-    default = spec.sample_rate if spec is not None else DEFAULT_SAMPLE_RATE
-    return int((config or {}).get("sample_rate") or default)
+    if spec is None:
+        return DEFAULT_SAMPLE_RATE
+    value: Any = config or {}
+    for key in spec.rate_option:
+        value = value.get(key) if isinstance(value, dict) else None
+    return int(value or spec.sample_rate)
 
 
 def build_model(name: str, **config) -> nn.Module:
