@@ -43,7 +43,7 @@ examples:
   dpda score --model runs/dpda_aasist --format asvspoof2019 \\
       --protocol LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.eval.trl.txt \\
       --root LA/ASVspoof2019_LA_eval/flac --out scores/la19_eval.txt --evaluate
-  dpda score --model runs/dpda_aasist/checkpoints/best.pt --format asvspoof2021 --subset eval \\
+  dpda score --model runs/dpda_aasist/checkpoints/epoch_012.pt --format asvspoof2021 --subset eval \\
       --protocol keys/DF/CM/trial_metadata.txt --root ASVspoof2021_DF_eval/flac \\
       --out scores/df21.txt --workers 8 --batch-size 64 --device cuda
   dpda score --model runs/x --format itw --protocol release_in_the_wild/meta.csv \\
@@ -59,7 +59,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="RUN_DIR|CKPT", help="training run directory (uses its model.pt, else checkpoints/best.pt or last.pt) or a checkpoint file")
+    p.add_argument("--model", required=True, metavar="RUN_DIR|CKPT", help="training run directory (uses its model.pt, else checkpoints/last.pt) or a checkpoint file")
     p.add_argument("--protocol", required=True, metavar="P", help="protocol / key file of the corpus (directory for --format for or a folder of audio)")
     p.add_argument("--format", required=True, choices=FORMATS, metavar="F", help="corpus format, one of: " + ", ".join(FORMATS))
     p.add_argument("--root", metavar="AUDIO_DIR", help="audio directory (default: next to the protocol, see 'dpda data check --help')")

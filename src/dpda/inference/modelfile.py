@@ -30,6 +30,9 @@ from dpda.fileio import atomic_path
 
 CHECKPOINT_FORMAT = 1
 RUN_MODEL_FILE = "model.pt"
+#: a run directory's checkpoints a model is taken from when it has no model.pt yet (the run was
+#: stopped), in order: what dpda.train.trainer writes (last.prev.pt is last.pt's predecessor)
+RUN_CHECKPOINTS = ("checkpoints/last.pt", "checkpoints/last.prev.pt")
 
 
 class CheckpointError(DpdaError, RuntimeError):
@@ -72,16 +75,16 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", mmap: bool = Fals
 
 
 def resolve_model_path(path: PathLike) -> Path:
-    """A checkpoint file, or a run directory's final ``model.pt`` (else its best / last checkpoint)."""
+    """A model file, or a run directory's final ``model.pt`` (else its latest checkpoint, :data:`RUN_CHECKPOINTS`)."""
     path = Path(path)
     if path.is_file():
         return path
     if path.is_dir():
-        for candidate in (path / RUN_MODEL_FILE, path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"):
-            if candidate.is_file():
-                return candidate
-        raise CheckpointError(f"{path}: run directory has no {RUN_MODEL_FILE} nor checkpoints/best.pt or last.pt")
+        for candidate in (RUN_MODEL_FILE,) + RUN_CHECKPOINTS:
+            if (path / candidate).is_file():
+                return path / candidate
+        raise CheckpointError(f"{path}: run directory has no {RUN_MODEL_FILE} nor {' or '.join(RUN_CHECKPOINTS)}")
     raise CheckpointError(f"{path}: no such checkpoint file or run directory")
 
 
-__all__ = ["CHECKPOINT_FORMAT", "RUN_MODEL_FILE", "CheckpointError", "save_checkpoint", "load_checkpoint", "resolve_model_path"]
+__all__ = ["CHECKPOINT_FORMAT", "RUN_MODEL_FILE", "RUN_CHECKPOINTS", "CheckpointError", "save_checkpoint", "load_checkpoint", "resolve_model_path"]
