@@ -39,13 +39,13 @@ import soundfile as sf
 import soxr
 
 from dpda.audio.io import RESAMPLE_QUALITY
-from dpda.augment.chain import (
+from dpda.augment.base import (
     Augmentation,
     Range,
     Trace,
-    _check_sr,
     as_signal,
     check_rng,
+    check_sr,
     draw,
     mean_power,
     parse_range,
@@ -184,7 +184,7 @@ class AddNoise(Augmentation):
         babble_speakers: Any = DEFAULT_BABBLE_SPEAKERS,
         sr: int = 16000,
     ) -> None:
-        self.sr = _check_sr(sr)
+        self.sr = check_sr(sr)
         if (root is None) == (files is None):
             raise ValueError("give either root (a MUSAN-style folder) or files (noise files), not both and not neither")
         override = None if snr is None else parse_range(snr, "snr")
