@@ -59,13 +59,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dpda.audio.crop import AASIST_NUM_SAMPLES
 from dpda.models.sinc import SincConv
 
 __all__ = ["RAWNET2_DEFAULT_CONFIG", "RawNet2", "build_rawnet2"]
 
 #: default (published, ASVspoof 2021 baseline) configuration of :func:`build_rawnet2`
 RAWNET2_DEFAULT_CONFIG: dict[str, Any] = {
-    "nb_samp": 64600,
+    "nb_samp": AASIST_NUM_SAMPLES,
     "first_conv": 1024,
     "in_channels": 1,
     "filts": [20, [20, 20], [20, 128], [128, 128]],
@@ -123,7 +124,7 @@ class RawNet2(nn.Module):
 
     def __init__(
         self,
-        nb_samp: int = 64600,
+        nb_samp: int = AASIST_NUM_SAMPLES,
         first_conv: int = 1024,
         in_channels: int = 1,
         filts: Sequence[Any] = (20, (20, 20), (20, 128), (128, 128)),

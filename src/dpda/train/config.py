@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from dpda.audio.crop import AASIST_NUM_SAMPLES
 from dpda.config import ConfigError
 
 
@@ -31,7 +32,7 @@ class DataConfig:
     train: Optional[SplitConfig] = None
     dev: Optional[SplitConfig] = None
     sample_rate: int = 16000
-    crop_samples: int = 64600  # training crops (random) and dev crops (first N samples)
+    crop_samples: int = AASIST_NUM_SAMPLES  # training crops (random) and dev crops (first N samples)
     batch_size: int = 5  # per path
     eval_batch_size: int = 32
     num_workers: int = 2
@@ -252,7 +253,7 @@ def check_buildable(cfg: RunConfig) -> None:
         raise ConfigError(f"data.crop_samples: {e}") from None
     except (RuntimeError, NotImplementedError) as e:
         try:
-            forward(max(cfg.data.crop_samples, 64600))
+            forward(max(cfg.data.crop_samples, AASIST_NUM_SAMPLES))
         except (RuntimeError, NotImplementedError, ValueError):
             return  # an operation the meta device lacks: the first step will tell
         raise ConfigError(f"data.crop_samples: {cfg.data.crop_samples} samples are too short for "
