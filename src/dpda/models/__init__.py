@@ -41,7 +41,7 @@ class ModelSpec:
     builder: Union[str, Builder]
     sample_rate: int = DEFAULT_SAMPLE_RATE
     crop_samples: int = AASIST_NUM_SAMPLES
-    rate_option: Tuple[str, ...] = ("sample_rate",)
+    rate_option: Optional[Tuple[str, ...]] = ("sample_rate",)
 
     @property
     def module(self) -> Optional[str]:
@@ -61,9 +61,9 @@ MODELS: Dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("aasist-l", "aasist:build_aasist_l"),
     ModelSpec("rawnet2", "rawnet2:build_rawnet2"),
     ModelSpec("lcnn", "lcnn:build_lcnn", rate_option=("lfcc", "sample_rate")),
-    ModelSpec("xlsr_aasist", "ssl:build_xlsr_aasist"),
-    ModelSpec("xlsr_conformer_tcm", "ssl:build_xlsr_conformer_tcm"),
-    ModelSpec("xlsr_mamba", "ssl:build_xlsr_mamba"),
+    ModelSpec("xlsr_aasist", "ssl:build_xlsr_aasist", rate_option=None),
+    ModelSpec("xlsr_conformer_tcm", "ssl:build_xlsr_conformer_tcm", rate_option=None),
+    ModelSpec("xlsr_mamba", "ssl:build_xlsr_mamba", rate_option=None),
 )}
 
 #: model name -> module under dpda.models that defines it (a view of :data:`MODELS`)
@@ -96,6 +96,8 @@ def model_sample_rate(name: str, config: Optional[Dict[str, Any]] = None) -> int
     spec = MODELS.get(name)
     if spec is None:
         return DEFAULT_SAMPLE_RATE
+    if spec.rate_option is None:  # XLS-R front-ends: 16 kHz, fixed by the pretrained weights
+        return spec.sample_rate
     value: Any = config or {}
     for key in spec.rate_option:
         value = value.get(key) if isinstance(value, dict) else None

@@ -143,6 +143,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"data.format: expected one of {', '.join(FORMATS)}, got {cfg.data.format!r}")
     if cfg.model.name not in model_names():
         raise ConfigError(f"model.name: expected one of {', '.join(model_names())}, got {cfg.model.name!r}")
+    if not cfg.model.init_from:  # else checked once the model file's options are merged (resolve_init_from)
+        check_sample_rate(cfg)
     if cfg.data.train is None:
         raise ConfigError("data.train: required (protocol and root of the training split)")
     for name, value in (("data.batch_size", cfg.data.batch_size), ("data.crop_samples", cfg.data.crop_samples),
@@ -183,6 +185,26 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def check_sample_rate(cfg: RunConfig) -> None:
+    """``data.sample_rate`` must be the rate the model is built for (its front-end's filters assume it).
+
+    Audio is resampled to ``data.sample_rate`` when read, so a corpus at any
+    rate is fine; a model built for 16 kHz fed 8 kHz samples is not.
+    """
+    from dpda.models import model_sample_rate, model_spec
+
+    expected = model_sample_rate(cfg.model.name, cfg.model.config)
+    if cfg.data.sample_rate == expected:
+        return
+    spec = model_spec(cfg.model.name)
+    option = spec.rate_option if spec is not None else None
+    hint = f"set data.sample_rate: {expected} (audio is resampled to it when read)"
+    if option:
+        hint += f", or build the model for {cfg.data.sample_rate} Hz with model.config.{'.'.join(option)}: {cfg.data.sample_rate}"
+    raise ConfigError(f"data.sample_rate: {cfg.data.sample_rate} Hz, but model {cfg.model.name} expects {expected} Hz; "
+                      + hint)
+
+
 def resolve_init_from(cfg: RunConfig) -> Optional[Dict[str, Any]]:
     """With ``model.init_from``: check the file, merge its architecture options under ``model.config``.
 
@@ -202,7 +224,12 @@ def resolve_init_from(cfg: RunConfig) -> Optional[Dict[str, Any]]:
     if payload.get("model_name") != cfg.model.name:
         raise ConfigError(f"model.init_from: {cfg.model.init_from} holds a {payload.get('model_name')!r} model, "
                           f"but model.name is {cfg.model.name!r}")
+    rate = payload.get("sample_rate")
+    if rate and int(rate) != cfg.data.sample_rate:
+        raise ConfigError(f"data.sample_rate: {cfg.data.sample_rate} Hz, but model.init_from {cfg.model.init_from} "
+                          f"was trained at {int(rate)} Hz; set data.sample_rate: {int(rate)}")
     cfg.model.config = {**dict(payload.get("model_config") or {}), **cfg.model.config}
+    check_sample_rate(cfg)
     return payload
 
 
