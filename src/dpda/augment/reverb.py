@@ -35,8 +35,9 @@ from scipy.signal import fftconvolve
 
 from dpda.audio.io import load_audio
 from dpda.augment.base import Augmentation, Trace, as_signal, check_rng, check_sr, mean_power, peak_limit
-from dpda.augment.noise import scan_audio
+from dpda.augment.noise import NOISE_EXTENSIONS
 from dpda.errors import AudioError, PathLike, Problem, ProtocolError
+from dpda.fileio import scan_audio
 
 
 def read_rir_list(list_file: PathLike, root: Optional[PathLike] = None) -> List[str]:
@@ -135,7 +136,7 @@ class Reverberate(Augmentation):
         elif root is not None:
             if not Path(root).is_dir():
                 raise AudioError(root, "RIR folder not found; expected a folder of RIR .wav/.flac files (searched recursively)")
-            self.files = scan_audio(root)
+            self.files = scan_audio(root, NOISE_EXTENSIONS, joined=True)
             if not self.files:
                 raise AudioError(root, "no audio files found; expected a folder of RIR .wav/.flac files (searched recursively)")
         else:
