@@ -103,6 +103,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 from scipy import signal
 
+from dpda.fileio import atomic_path
+
 __all__ = [
     "ATTACKS",
     "CORPUS_VERSION",
@@ -554,9 +556,8 @@ def _job(args: Tuple) -> Optional[str]:
     x, condition = synthesize_utterance(
         seed, split, index, label, attack, speaker, seconds=seconds, sample_rate=sr
     )
-    tmp = path + ".part"
-    sf.write(tmp, x, sr, format="FLAC", subtype="PCM_16")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        sf.write(tmp, x, sr, format="FLAC", subtype="PCM_16")
     return condition
 
 
@@ -676,12 +677,11 @@ def make_synthetic_corpus(
             k += 1
             if row[3] != "-":
                 attack_counts[row[3]] = attack_counts.get(row[3], 0) + 1
-        tmp = out_dir / f"{split}.csv.part"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(header)
-            w.writerows(rows[split])
-        os.replace(tmp, out_dir / f"{split}.csv")
+        with atomic_path(out_dir / f"{split}.csv") as tmp:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f, lineterminator="\n")
+                w.writerow(header)
+                w.writerows(rows[split])
         n_bona = sum(r[1] == "bonafide" for r in rows[split])
         counts[split] = {"bonafide": n_bona, "spoof": len(rows[split]) - n_bona,
                          "attacks": dict(sorted(attack_counts.items()))}
@@ -693,9 +693,8 @@ def make_synthetic_corpus(
         "speakers": {s: list(SPEAKERS[s]) for s in SPLITS},
         "attacks": ATTACKS,
     }
-    tmp = out_dir / "corpus.json.part"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, meta_path)
+    with atomic_path(meta_path) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return {
         "out_dir": str(out_dir), "protocols": protocols, "counts": counts, "params": params,
         "reused": False, "seconds_taken": time.perf_counter() - start,
