@@ -72,6 +72,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from dpda.errors import PathLike
+
 __all__ = [
     "DROPPED_PREFIXES",
     "XLSR_300M_FAIRSEQ_CFG",
@@ -90,7 +92,6 @@ __all__ = [
     "parse_conv_feature_layers",
 ]
 
-PathLike = Union[str, Path]
 
 #: fairseq model cfg of XLS-R 300M (architecture fields; dropouts as the published HF port)
 XLSR_300M_FAIRSEQ_CFG: Dict[str, Any] = {

@@ -66,6 +66,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
+from dpda.errors import PathLike
+
 from .aasist import AasistGraphBackend, build_residual_encoder
 from .conformer import ConformerTCMBackend
 from .fairseq_convert import (
@@ -89,7 +91,6 @@ __all__ = [
     "make_wav2vec2_config",
 ]
 
-PathLike = Union[str, Path]
 LayerSpec = Union[str, int, None]
 
 
