@@ -532,3 +532,21 @@ def evaluate_scores(
         per_condition[field] = groups
     report["per_condition"] = per_condition
     return report
+
+
+def evaluate_score_file(
+    key: Manifest,
+    scores_path: PathLike,
+    *,
+    fmt: str,
+    universe: Optional[Manifest] = None,
+    breakdown: Optional[Sequence[str]] = None,
+) -> Tuple[Dict[str, object], JoinedScores]:
+    """Read a score file back, join it with the trials of ``key`` and evaluate: ``(report, joined)``.
+
+    The steps of ``dpda score --evaluate``, the demo and the minibench:
+    :func:`read_scores`, :func:`join_scores` (``universe``: see there) and
+    :func:`evaluate_scores` (``fmt``, ``breakdown``: see there).
+    """
+    joined = join_scores(key, read_scores(scores_path), universe=universe, scores_path=scores_path)
+    return evaluate_scores(joined, fmt=fmt, breakdown=breakdown), joined

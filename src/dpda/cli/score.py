@@ -136,11 +136,9 @@ def print_summary(s: Dict[str, Any]) -> None:
 
 def evaluate(args: argparse.Namespace, universe: Any, key: Any) -> None:
     from dpda.cli.evaluate import print_report
-    from dpda.evaluation import evaluate_scores, join_scores, read_scores
+    from dpda.evaluation import evaluate_score_file
 
-    scores = read_scores(args.out)
-    joined = join_scores(key, scores, universe=universe, scores_path=args.out)
-    report = evaluate_scores(joined, fmt=args.format)
+    report, joined = evaluate_score_file(key, args.out, fmt=args.format, universe=universe)
     report = {
         "scores": str(args.out), "protocol": str(args.protocol), "format": args.format,
         "filters": {"subset": args.subset} if args.subset else {}, "n_ignored": joined.n_ignored, **report,

@@ -8,7 +8,7 @@ The package depends on :mod:`dpda.models`, never on :mod:`dpda.train`:
 ``scorer``          :class:`Scorer`: a torch model on a device, :func:`resolve_device`
 ``dataset``         :class:`AudioWindowsDataset` (DataLoader workers), :func:`check_audio_present`
 ``partial``         the resumable ``.partial`` score-file format
-``manifest``        :func:`score_manifest` (``dpda score``)
+``manifest``        :func:`score_manifest` (``dpda score``), :func:`score_and_evaluate`
 ``detect``          :func:`detect_files`, :func:`decision_threshold` (``dpda detect``)
 ``errors``          :class:`ScoringError`, :class:`MissingAudioError`
 ``card``            :class:`ModelCard` (what a model file says about its model), :func:`load_model`
@@ -33,7 +33,7 @@ _HOMES: Dict[str, str] = {
     "ScoringError": "errors", "MissingAudioError": "errors",
     "AudioWindowsDataset": "dataset", "PREFLIGHT_FILES": "dataset", "check_audio_present": "dataset",
     "SCORE_FORMAT": "partial", "PARTIAL_SUFFIX": "partial", "ERRORS_SUFFIX": "partial", "read_partial": "partial",
-    "score_manifest": "manifest",
+    "score_manifest": "manifest", "score_and_evaluate": "manifest",
     "detect_files": "detect", "decision_threshold": "detect",
     "ModelCard": "card", "load_model": "card", "load_model_card": "card", "read_card": "card",
     "CheckpointError": "modelfile", "resolve_model_path": "modelfile",
@@ -59,7 +59,7 @@ def __dir__() -> List[str]:
 
 __all__ = [
     "MODES", "Scorer", "WindowSpec", "ScoringError", "MissingAudioError", "AudioWindowsDataset", "Progress",
-    "PREFLIGHT_FILES", "check_audio_present", "score_manifest", "read_partial", "detect_files",
+    "PREFLIGHT_FILES", "check_audio_present", "score_manifest", "score_and_evaluate", "read_partial", "detect_files",
     "decision_threshold", "resolve_device", "ModelCard", "load_model", "load_model_card", "read_card",
     "CheckpointError", "resolve_model_path",
 ]

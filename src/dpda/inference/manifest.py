@@ -7,7 +7,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, TextIO, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, TextIO, Tuple, Union
 
 import numpy as np
 import torch
@@ -168,4 +168,30 @@ def score_manifest(
     }
 
 
-__all__ = ["score_manifest"]
+def score_and_evaluate(
+    manifest: Any,
+    model_path_or_scorer: Union[PathLike, Scorer],
+    out_path: PathLike,
+    *,
+    fmt: str,
+    breakdown: Optional[Sequence[str]] = None,
+    **score_options: Any,
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Score a labelled manifest into ``out_path`` and evaluate the scores: ``(summary, report)``.
+
+    :func:`score_manifest` (``score_options`` are its keyword arguments), then
+    :func:`dpda.evaluation.evaluate_score_file` on what it wrote (``fmt``,
+    ``breakdown``). Raises :class:`ScoringError` when some files could not be
+    scored (the score file would miss trials).
+    """
+    from dpda.evaluation import evaluate_score_file
+
+    summary = score_manifest(manifest, model_path_or_scorer, out_path, **score_options)
+    if summary["n_errors"]:
+        raise ScoringError(f"{summary['n_errors']} file(s) could not be scored (see {summary['errors_path']}); "
+                           "not evaluating an incomplete score file")
+    report, _ = evaluate_score_file(manifest, out_path, fmt=fmt, breakdown=breakdown)
+    return summary, report
+
+
+__all__ = ["score_and_evaluate", "score_manifest"]
