@@ -174,9 +174,26 @@ def load_yaml(path: PathLike) -> Dict[str, Any]:
     return data
 
 
-def load_config(cls: Type[T], path: Optional[PathLike] = None, overrides: Sequence[str] = ()) -> T:
-    """Config of type ``cls`` from an optional YAML file plus ``key=value`` overrides."""
+def set_value(data: Dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in plain config data to ``value`` as it is (no YAML parsing), creating mappings on the way."""
+    node = data
+    parts = key.split(".")
+    for i, p in enumerate(parts[:-1]):
+        if node.get(p) is None:
+            node[p] = {}
+        if not isinstance(node[p], dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: expected a mapping, got {node[p]!r}")
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def load_config(cls: Type[T], path: Optional[PathLike] = None, overrides: Sequence[str] = (),
+                values: Optional[Mapping[str, Any]] = None) -> T:
+    """Config of type ``cls`` from an optional YAML file, then ``values`` (``{"a.b": value}``, set as they
+    are: e.g. a path from a command-line option), then ``key=value`` overrides (parsed as YAML)."""
     data = load_yaml(path) if path is not None else {}
+    for key, value in (values or {}).items():
+        set_value(data, key, value)
     apply_overrides(data, overrides)
     try:
         return from_dict(cls, data)
