@@ -145,14 +145,7 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
-        node = data
-        for i, p in enumerate(parts[:-1]):
-            if node.get(p) is None:
-                node[p] = {}
-            if not isinstance(node[p], dict):
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a mapping")
-            node = node[p]
-        node[parts[-1]] = value
+        _set_path(data, parts, value, f"override {item!r}")
     return data
 
 
@@ -174,17 +167,21 @@ def load_yaml(path: PathLike) -> Dict[str, Any]:
     return data
 
 
-def set_value(data: Dict[str, Any], key: str, value: Any) -> None:
-    """Set ``a.b.c`` in plain config data to ``value`` as it is (no YAML parsing), creating mappings on the way."""
+def _set_path(data: Dict[str, Any], parts: Sequence[str], value: Any, where: str) -> None:
+    """Set ``data[p0][p1]...`` to ``value``, creating missing (or null) mappings on the way."""
     node = data
-    parts = key.split(".")
     for i, p in enumerate(parts[:-1]):
         if node.get(p) is None:
             node[p] = {}
         if not isinstance(node[p], dict):
-            raise ConfigError(f"{'.'.join(parts[: i + 1])}: expected a mapping, got {node[p]!r}")
+            raise ConfigError(f"{where}: {'.'.join(parts[: i + 1])} is not a mapping")
         node = node[p]
     node[parts[-1]] = value
+
+
+def set_value(data: Dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in plain config data to ``value`` as it is (no YAML parsing), creating mappings on the way."""
+    _set_path(data, key.split("."), value, key)
 
 
 def load_config(cls: Type[T], path: Optional[PathLike] = None, overrides: Sequence[str] = (),
