@@ -111,29 +111,26 @@ def score_manifest(
                     collate_fn=_identity, worker_init_fn=WorkerInit(), **loader_kw,
                 )
 
-                def good_items() -> Iterator[Tuple[str, np.ndarray]]:
+                def record_error(utt_id: str, message: str) -> None:
                     nonlocal n_errors, err_f
+                    if err_f is None:
+                        errors_file.parent.mkdir(parents=True, exist_ok=True)
+                        err_f = open(errors_file, "w", encoding="utf-8")
+                    err_f.write(f"{utt_id}\t{' '.join(message.split())}\n")
+                    err_f.flush()
+                    n_errors += 1
+                    bar.update(1, errors=1)
+
+                def good_items() -> Iterator[Tuple[str, np.ndarray]]:
                     for utt_id, windows, message in loader:
                         if message is None:
                             yield utt_id, windows
-                            continue
-                        if err_f is None:
-                            errors_file.parent.mkdir(parents=True, exist_ok=True)
-                            err_f = open(errors_file, "w", encoding="utf-8")
-                        err_f.write(f"{utt_id}\t{' '.join(message.split())}\n")
-                        err_f.flush()
-                        n_errors += 1
-                        bar.update(1, errors=1)
+                        else:
+                            record_error(utt_id, message)
 
                 for utt_id, score in scorer.score_windows(good_items()):
                     if not math.isfinite(score):
-                        if err_f is None:
-                            errors_file.parent.mkdir(parents=True, exist_ok=True)
-                            err_f = open(errors_file, "w", encoding="utf-8")
-                        err_f.write(f"{utt_id}\tmodel produced a non-finite score ({score})\n")
-                        err_f.flush()
-                        n_errors += 1
-                        bar.update(1, errors=1)
+                        record_error(utt_id, f"model produced a non-finite score ({score})")
                         continue
                     # Buffered: whole lines reach the file on each flush, and when the file is
                     # closed on an exception (Ctrl-C) -- a kill can only cut the last line short.
