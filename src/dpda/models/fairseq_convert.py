@@ -54,6 +54,10 @@ installed (fairseq, omegaconf, ...) are replaced by inert stubs, so fairseq is
 still not required. A plain state dict (``{name: tensor}``) is accepted too.
 SSL-AASIST/DPDA checkpoints (front-end under ``ssl_model.model.``) are split
 by :func:`convert_ssl_aasist_checkpoint`.
+
+Why one file of about 600 lines: the key-mapping table above, the configuration translation
+and the checkpoint readers are one conversion, read and checked together against fairseq's
+module names.
 """
 
 from __future__ import annotations

@@ -53,6 +53,10 @@ Common options (keyword arguments of every builder):
 Spec-augment masking is off (fairseq ``mask=False``), so ``masked_spec_embed``
 is unused and frozen. Mixed precision: the models run under ``torch.autocast``
 (bf16/fp16); the Mamba scan, RMSNorm and pooling softmaxes accumulate in fp32.
+
+Why one file of about 570 lines: the front-end and the three back-ends that share it are one
+family (one checkpoint layout, one set of builders); each back-end's own layers live in
+:mod:`~dpda.models.aasist`, :mod:`~dpda.models.conformer` and :mod:`~dpda.models.mamba`.
 """
 
 from __future__ import annotations
