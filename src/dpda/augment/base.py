@@ -24,7 +24,7 @@ This module imports no augmentation: the leaves (:mod:`~dpda.augment.noise`,
 from __future__ import annotations
 
 import numbers
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
