@@ -72,6 +72,13 @@ def _apply_step(step: Callable, x: np.ndarray, rng: np.random.Generator) -> Tupl
     return y, trace
 
 
+def _gate(x: np.ndarray, rng: np.random.Generator, p: Optional[float]) -> Tuple[np.ndarray, bool]:
+    """Check the generator and the signal; with a probability ``p``, draw whether the step runs (one draw)."""
+    check_rng(rng)
+    y = as_signal(x)
+    return y, p is None or rng.random() < p
+
+
 def maybe(step: Callable, p: Optional[float]) -> Callable:
     """``step`` itself, or wrapped in :class:`Maybe` when a probability ``p`` is given."""
     return step if p is None else Maybe(step, p)
@@ -85,9 +92,8 @@ class Series(Augmentation):
         self.p = None if p is None else check_probability(p)
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, Trace]:
-        check_rng(rng)
-        y = as_signal(x)
-        if self.p is not None and not rng.random() < self.p:
+        y, run = _gate(x, rng, self.p)
+        if not run:
             return y, []
         trace: Trace = []
         for step in self.steps:
@@ -127,9 +133,8 @@ class RandomChoice(Augmentation):
         self.p = None if p is None else check_probability(p)
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, Trace]:
-        check_rng(rng)
-        y = as_signal(x)
-        if self.p is not None and not rng.random() < self.p:
+        y, run = _gate(x, rng, self.p)
+        if not run:
             return y, []
         k = int(rng.choice(len(self.steps), p=self.weights))
         return _apply_step(self.steps[k], y, rng)
@@ -179,9 +184,8 @@ class RawBoostStep(Augmentation):
             raise DpdaError(f"RawBoost implementation {module}.{name} is not available: {e}") from e
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, Trace]:
-        check_rng(rng)
-        x = as_signal(x)
-        if self.p is not None and not rng.random() < self.p:
+        x, run = _gate(x, rng, self.p)
+        if not run:
             return x, []
         if self._fn is None:
             self._fn = self._import("dpda.augment.rawboost.reference", "rawboost")
