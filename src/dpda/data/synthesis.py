@@ -1,18 +1,10 @@
 """The signal model of the synthetic corpus (:mod:`dpda.data.synthetic`): one utterance at a time.
 
-.. warning::
-
-   Nothing in this corpus is speech. The "bona fide" files are buzzes and hisses
-   from a textbook source-filter model, and the "spoofs" are the same kind of
-   signal passed through crude, hand-written imitations of vocoder artefacts.
-   No real recordings, TTS or voice conversion systems are involved. Results on
-   this corpus say nothing about real deepfake detection. It exists so that the
-   demo and the smoke tests can run the whole pipeline (data -> augmentation ->
-   training -> scoring) on a CPU in minutes, with nothing to download.
+Nothing it makes is speech (see the warning in :mod:`dpda.data.synthetic`).
 
 :func:`synthesize_utterance` makes one file's samples from ``(seed, split,
 index, label, attack, speaker)``; :mod:`dpda.data.synthetic` plans the
-splits and writes the corpus. One file of about 490 lines (60 of them this
+splits and writes the corpus. One file of about 480 lines (50 of them this
 description): the code follows the description below step by step, source,
 vocal tract, attacks, room and channel, and reads best in that order.
 
