@@ -24,7 +24,10 @@ def test_inference_windows_load_without_torch():
     mods = loaded_after("import numpy as np\nfrom dpda.inference.windows import WindowSpec, score_windows\n"
                         "spec = WindowSpec(4, 'full')\n"
                         "out = list(score_windows(lambda b: b.sum(1), [('a', spec(np.ones(10, np.float32)))], "
-                        "batch_size=2, crop_samples=4))\nassert out == [('a', 4.0)], out")
+                        "batch_size=2, crop_samples=4))\nassert out == [('a', 4.0)], out\n"
+                        "from dpda.inference.card import ModelCard\n"
+                        "card = ModelCard.from_payload({'model_name': 'lcnn', 'sample_rate': 16000, 'crop_samples': 4})\n"
+                        "assert card.as_dict()['crop_samples'] == 4")
     assert "torch" not in mods
 
 

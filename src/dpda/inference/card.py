@@ -63,15 +63,15 @@ class ModelCard:
     format: int = 1
 
     def __post_init__(self) -> None:
-        from dpda.models import DEFAULT_SAMPLE_RATE, model_spec
-
-        spec = model_spec(self.model_name)
-        if not self.sample_rate:  # a file without them: the registry's defaults
-            object.__setattr__(self, "sample_rate", spec.sample_rate if spec else DEFAULT_SAMPLE_RATE)
-        if not self.crop_samples:
+        if not self.sample_rate or not self.crop_samples:  # a file without them: the registry's defaults
             from dpda.audio.crop import AASIST_NUM_SAMPLES
+            from dpda.models import DEFAULT_SAMPLE_RATE, model_spec
 
-            object.__setattr__(self, "crop_samples", spec.crop_samples if spec else AASIST_NUM_SAMPLES)
+            spec = model_spec(self.model_name)
+            if not self.sample_rate:
+                object.__setattr__(self, "sample_rate", spec.sample_rate if spec else DEFAULT_SAMPLE_RATE)
+            if not self.crop_samples:
+                object.__setattr__(self, "crop_samples", spec.crop_samples if spec else AASIST_NUM_SAMPLES)
         object.__setattr__(self, "sample_rate", int(self.sample_rate))
         object.__setattr__(self, "crop_samples", int(self.crop_samples))
 
