@@ -50,7 +50,7 @@ class Scorer:
         sample_rate: rate in Hz the model expects (audio is resampled to it).
         crop_samples: window length in samples (the training crop).
         mode: ``"fixed"`` (first window, repeat-padded) or ``"full"`` (mean of
-            ``logit[:, 1]`` over sliding windows); see the module docstring.
+            ``logit[:, 1]`` over sliding windows); see :mod:`dpda.inference.windows`.
         hop: hop between sliding windows in samples (``"full"`` mode only;
             default ``crop_samples``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
