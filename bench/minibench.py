@@ -139,7 +139,7 @@ def train_cell(cfg_path: Path, run_dir: Path) -> None:
 
 def score_cell(run_dir: Path, minibench: Path) -> Dict[str, Any]:
     from dpda.data import load_manifest
-    from dpda.evaluation import evaluate_scores, join_scores, read_scores
+    from dpda.evaluation import evaluate_score_file
     from dpda.inference import score_manifest
 
     out: Dict[str, Any] = {}
@@ -153,7 +153,7 @@ def score_cell(run_dir: Path, minibench: Path) -> Dict[str, Any]:
             score_manifest(manifest, run_dir, path, num_workers=0, batch_size=128, mode="full", device="cpu",
                            progress=False)
             _add_wall(run_dir, "score", time.time() - t0)
-        report = evaluate_scores(join_scores(manifest, read_scores(path)), fmt="asvspoof2019", breakdown=())
+        report, _ = evaluate_score_file(manifest, path, fmt="asvspoof2019", breakdown=())
         out[split] = {"eer": float(report["eer"]),
                       "per_attack": {k: float(v["eer"]) for k, v in report.get("per_attack", {}).items()}}
     return out

@@ -57,3 +57,15 @@ def test_bad_yaml_names_file_and_line(tmp_path):
     path.write_text("train:\n  epochs: [1,\n")
     with pytest.raises(ConfigError, match=r"bad.yaml:\d+: invalid YAML"):
         load_config(RunConfig, path)
+
+
+def test_load_config_values_are_set_as_they_are_before_the_overrides(tmp_path):
+    from dpda.config import load_config
+    from dpda.train.config import RunConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n")  # an empty mapping is filled in
+    cfg = load_config(RunConfig, path, ["train.epochs=3"], {"model.init_from": "123"})
+    assert cfg.model.init_from == "123" and cfg.train.epochs == 3  # a path stays a string (not YAML 123)
+    cfg = load_config(RunConfig, path, ["model.init_from=b.pt"], {"model.init_from": "a.pt"})
+    assert cfg.model.init_from == "b.pt"

@@ -29,3 +29,14 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask, mask, mode):
     for name in ("a.txt", "b.bin"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.bin"]
+
+
+def test_scan_audio_one_walker_for_corpora_and_noise_folders(tmp_path):
+    from dpda.fileio import scan_audio
+
+    for rel in ("b/x.WAV", "a.flac", "c.mp3", ".hidden.wav", ".cache/y.wav", "notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)  # each real folder once
+    assert scan_audio(tmp_path) == ["a.flac", "b/x.WAV", "c.mp3"]
+    assert scan_audio(tmp_path, (".wav", ".flac"), joined=True) == [str(tmp_path / "a.flac"), str(tmp_path / "b/x.WAV")]

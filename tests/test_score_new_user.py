@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import dpda.inference as inference
+import dpda.inference.manifest
 from dpda.cli.main import main
 from dpda.data import load_manifest
 from dpda.evaluation import read_scores
@@ -111,7 +112,7 @@ def test_default_workers_raise_no_worker_count_warning(model, tmp_path, monkeypa
 
 
 def test_score_manifest_default_workers_follow_the_machine(model, tmp_path, monkeypatch):
-    monkeypatch.setattr(inference, "default_workers", lambda: 0, raising=False)
+    monkeypatch.setattr(dpda.inference.manifest, "default_workers", lambda: 0)
     built = dataloader_calls(monkeypatch)
     manifest = load_manifest("generic", make_corpus(tmp_path / "c", n=2))
     inference.score_manifest(manifest, model, tmp_path / "s.txt", device="cpu", progress=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import yaml
 
@@ -145,14 +145,7 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
-        node = data
-        for i, p in enumerate(parts[:-1]):
-            if node.get(p) is None:
-                node[p] = {}
-            if not isinstance(node[p], dict):
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a mapping")
-            node = node[p]
-        node[parts[-1]] = value
+        _set_path(data, parts, value, f"override {item!r}")
     return data
 
 
@@ -174,9 +167,30 @@ def load_yaml(path: PathLike) -> Dict[str, Any]:
     return data
 
 
-def load_config(cls: Type[T], path: Optional[PathLike] = None, overrides: Sequence[str] = ()) -> T:
-    """Config of type ``cls`` from an optional YAML file plus ``key=value`` overrides."""
+def _set_path(data: Dict[str, Any], parts: Sequence[str], value: Any, where: str) -> None:
+    """Set ``data[p0][p1]...`` to ``value``, creating missing (or null) mappings on the way."""
+    node = data
+    for i, p in enumerate(parts[:-1]):
+        if node.get(p) is None:
+            node[p] = {}
+        if not isinstance(node[p], dict):
+            raise ConfigError(f"{where}: {'.'.join(parts[: i + 1])} is not a mapping")
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def set_value(data: Dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in plain config data to ``value`` as it is (no YAML parsing), creating mappings on the way."""
+    _set_path(data, key.split("."), value, key)
+
+
+def load_config(cls: Type[T], path: Optional[PathLike] = None, overrides: Sequence[str] = (),
+                values: Optional[Mapping[str, Any]] = None) -> T:
+    """Config of type ``cls`` from an optional YAML file, then ``values`` (``{"a.b": value}``, set as they
+    are: e.g. a path from a command-line option), then ``key=value`` overrides (parsed as YAML)."""
     data = load_yaml(path) if path is not None else {}
+    for key, value in (values or {}).items():
+        set_value(data, key, value)
     apply_overrides(data, overrides)
     try:
         return from_dict(cls, data)
@@ -186,3 +200,95 @@ def load_config(cls: Type[T], path: Optional[PathLike] = None, overrides: Sequen
 
 def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+# -- reference documentation generated from the schema -----------------------------------------
+
+
+def _short_type(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_short_type(a) for a in args) + (" or null" if len(args) < len(typing.get_args(tp)) else "")
+    if origin in (list, List, Sequence) or tp in (list, List):
+        return "list"
+    if origin in (dict, Dict, Mapping) or tp in (dict, Dict) or dataclasses.is_dataclass(tp):
+        return "mapping"
+    return {int: "int", float: "float", str: "str", bool: "bool"}.get(tp, "any")
+
+
+def _show_default(f: "dataclasses.Field[Any]") -> str:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[misc]
+    else:
+        return "required"
+    return yaml.safe_dump(to_dict(value), default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
+def _optional_dataclass(tp: Any) -> Optional[type]:
+    """The dataclass of ``Optional[SomeDataclass]`` (None for any other type)."""
+    if typing.get_origin(tp) is Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and dataclasses.is_dataclass(args[0]):
+            return args[0]
+    return None
+
+
+def schema_keys(cls: type, prefix: str = "") -> List[Tuple[str, type, "dataclasses.Field[Any]", Any]]:
+    """``(key path, owning dataclass, field, type)`` of every key of a config schema, in declaration order.
+
+    A field holding a config section (a dataclass) is not a key itself, only
+    its fields are; an optional section (``Optional[Section]``) is a key
+    (it may be left out) followed by its fields.
+    """
+    hints = typing.get_type_hints(cls)
+    rows: List[Tuple[str, type, "dataclasses.Field[Any]", Any]] = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += schema_keys(tp, f"{key}.")
+            continue
+        rows.append((key, cls, f, tp))
+        section = _optional_dataclass(tp)
+        if section is not None:
+            rows += schema_keys(section, f"{key}.")
+    return rows
+
+
+def reference_table(cls: type, docs: Mapping[str, Tuple[str, str]], choices: Mapping[str, Sequence[str]] = {}) -> str:
+    """A Markdown table of every key of schema ``cls``: key, type, default, unit, meaning.
+
+    ``docs`` maps ``"Class.field"`` (a field of a dataclass of the schema; a
+    section used twice, such as a split, is described once) to ``(unit,
+    meaning)``; ``choices`` maps key paths to their allowed values. Types and
+    defaults come from the dataclasses themselves. Raises :class:`KeyError`
+    naming the keys without a description, and the descriptions of no key.
+    """
+    rows = schema_keys(cls)
+    needed = {f"{owner.__name__}.{f.name}" for _, owner, f, _ in rows}
+    missing = sorted(needed - set(docs))
+    stale = sorted(set(docs) - needed)
+    if missing or stale:
+        raise KeyError(f"config keys without a description: {missing}; descriptions of no key: {stale}")
+    lines = ["| key | type | default | unit | meaning |", "|---|---|---|---|---|"]
+    for key, owner, f, tp in rows:
+        unit, meaning = docs[f"{owner.__name__}.{f.name}"]
+        if key in choices:
+            meaning = f"one of {', '.join(f'`{c}`' for c in choices[key])}; " + meaning
+        default = _show_default(f)
+        default = default if default == "required" else f"`{default}`"
+        lines.append(f"| `{key}` | {_short_type(tp)} | {default} | {unit or '-'} | {meaning.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_generated(text: str, name: str, content: str) -> str:
+    """``text`` with the part between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` lines replaced."""
+    begin, end = f"<!-- BEGIN {name} (generated; do not edit by hand) -->\n", f"<!-- END {name} -->\n"
+    if begin not in text or end not in text:
+        raise ValueError(f"no generated section {name!r} (expected the lines {begin.strip()!r} and {end.strip()!r})")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return head + begin + content + end + tail

@@ -66,7 +66,7 @@ import soundfile as sf
 import soxr
 
 from dpda.audio.io import RESAMPLE_QUALITY
-from dpda.augment.chain import Augmentation, Range, Trace, _check_sr, as_signal, check_rng, draw, parse_range
+from dpda.augment.base import Augmentation, Range, Trace, as_signal, check_rng, check_sr, draw, parse_range
 from dpda.errors import DpdaError
 
 #: Codec names accepted by :class:`Codec`.
@@ -256,7 +256,7 @@ class Codec(Augmentation):
         align: bool = True,
         max_delay_s: float = 0.2,
     ) -> None:
-        self.sr = _check_sr(sr)
+        self.sr = check_sr(sr)
         key = str(name).lower()
         if key not in CODECS:
             raise ValueError(f"unknown codec {name!r}; expected one of {', '.join(CODECS)}")

@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 from scipy.signal import butter, sosfiltfilt
 
-from dpda.augment.chain import Augmentation, Range, Trace, _check_sr, as_signal, check_rng, draw, parse_range
+from dpda.augment.base import Augmentation, Range, Trace, as_signal, check_rng, check_sr, draw, parse_range
 
 
 class BandLimit(Augmentation):
@@ -35,7 +35,7 @@ class BandLimit(Augmentation):
     """
 
     def __init__(self, low: Any = 300.0, high: Any = 3400.0, *, order: int = 4, sr: int = 16000) -> None:
-        self.sr = _check_sr(sr)
+        self.sr = check_sr(sr)
         nyq = self.sr / 2.0
         if isinstance(order, (bool, np.bool_)) or not isinstance(order, numbers.Integral) or not 1 <= int(order) <= 12:
             raise ValueError(f"order must be an integer in 1..12, got {order!r}")

@@ -39,19 +39,20 @@ import soundfile as sf
 import soxr
 
 from dpda.audio.io import RESAMPLE_QUALITY
-from dpda.augment.chain import (
+from dpda.augment.base import (
     Augmentation,
     Range,
     Trace,
-    _check_sr,
     as_signal,
     check_rng,
+    check_sr,
     draw,
     mean_power,
     parse_range,
     peak_limit,
 )
 from dpda.errors import AudioError, PathLike
+from dpda.fileio import scan_audio
 
 #: MUSAN categories, in order.
 MUSAN_CATEGORIES: Tuple[str, ...] = ("noise", "music", "speech")
@@ -61,8 +62,8 @@ DEFAULT_SNR_DB: Dict[str, Range] = {"noise": (0.0, 15.0), "music": (5.0, 15.0), 
 DEFAULT_BABBLE_SPEAKERS: Tuple[int, int] = (3, 7)
 #: Categories mixed as babble.
 BABBLE_CATEGORIES: Tuple[str, ...] = ("speech", "babble")
-#: File extensions scanned in folders (case-insensitive).
-AUDIO_EXTENSIONS: Tuple[str, ...] = (".wav", ".flac")
+#: File extensions scanned in noise and RIR folders (case-insensitive).
+NOISE_EXTENSIONS: Tuple[str, ...] = (".wav", ".flac")
 
 _EXPECTED_LAYOUT = "expected MUSAN layout ROOT/{noise,music,speech}/**/*.wav (or .flac), ROOT being the 'musan' folder or its parent"
 
@@ -70,18 +71,6 @@ try:  # errors soundfile raises for unreadable files
     _SF_ERRORS: Tuple[type, ...] = (sf.LibsndfileError, RuntimeError)  # type: ignore[attr-defined]
 except AttributeError:  # pragma: no cover - old soundfile
     _SF_ERRORS = (RuntimeError,)
-
-
-def scan_audio(folder: PathLike) -> List[str]:
-    """All WAV/FLAC files below ``folder`` (recursive, symlinks followed), sorted."""
-    out: List[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        for f in filenames:
-            if f.lower().endswith(AUDIO_EXTENSIONS) and not f.startswith("."):
-                out.append(os.path.join(dirpath, f))
-    out.sort()
-    return out
 
 
 def _musan_root(root: Path) -> Path:
@@ -184,7 +173,7 @@ class AddNoise(Augmentation):
         babble_speakers: Any = DEFAULT_BABBLE_SPEAKERS,
         sr: int = 16000,
     ) -> None:
-        self.sr = _check_sr(sr)
+        self.sr = check_sr(sr)
         if (root is None) == (files is None):
             raise ValueError("give either root (a MUSAN-style folder) or files (noise files), not both and not neither")
         override = None if snr is None else parse_range(snr, "snr")
@@ -224,7 +213,7 @@ class AddNoise(Augmentation):
             if cat not in MUSAN_CATEGORIES:
                 raise ValueError(f"unknown noise category {name!r}; expected one of {', '.join(MUSAN_CATEGORIES)} (or babble)")
             folder = base / cat
-            found = scan_audio(folder) if folder.is_dir() else []
+            found = scan_audio(folder, NOISE_EXTENSIONS, joined=True) if folder.is_dir() else []
             if not found:
                 if required:
                     raise AudioError(folder, f"no audio files for noise category {name!r}; {_EXPECTED_LAYOUT}")

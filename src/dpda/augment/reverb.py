@@ -34,9 +34,10 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from dpda.audio.io import load_audio
-from dpda.augment.chain import Augmentation, Trace, _check_sr, as_signal, check_rng, mean_power, peak_limit
-from dpda.augment.noise import scan_audio
+from dpda.augment.base import Augmentation, Trace, as_signal, check_rng, check_sr, mean_power, peak_limit
+from dpda.augment.noise import NOISE_EXTENSIONS
 from dpda.errors import AudioError, PathLike, Problem, ProtocolError
+from dpda.fileio import scan_audio
 
 
 def read_rir_list(list_file: PathLike, root: Optional[PathLike] = None) -> List[str]:
@@ -108,7 +109,7 @@ class Reverberate(Augmentation):
         sr: int = 16000,
         cache_size: int = 256,
     ) -> None:
-        self.sr = _check_sr(sr)
+        self.sr = check_sr(sr)
         if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or max_seconds <= 0):
             raise ValueError(f"max_seconds must be a positive number of seconds or None, got {max_seconds!r}")
         self.max_seconds = None if max_seconds is None else float(max_seconds)
@@ -135,7 +136,7 @@ class Reverberate(Augmentation):
         elif root is not None:
             if not Path(root).is_dir():
                 raise AudioError(root, "RIR folder not found; expected a folder of RIR .wav/.flac files (searched recursively)")
-            self.files = scan_audio(root)
+            self.files = scan_audio(root, NOISE_EXTENSIONS, joined=True)
             if not self.files:
                 raise AudioError(root, "no audio files found; expected a folder of RIR .wav/.flac files (searched recursively)")
         else:

@@ -59,12 +59,11 @@ def _config(out: Path, corpus: Path, mode: str, epochs: int, seed: int, seconds:
 
 def _eer_on(run_dir: Path, csv: Path, out: Path) -> float:
     from dpda.data import load_manifest
-    from dpda.evaluation import evaluate_scores, join_scores, read_scores
-    from dpda.inference import score_manifest
+    from dpda.inference import score_and_evaluate
 
-    manifest = load_manifest("generic", csv)
-    score_manifest(manifest, run_dir, out, num_workers=0, batch_size=64, device="cpu", progress=False)
-    return float(evaluate_scores(join_scores(manifest, read_scores(out)), fmt="generic")["eer"])
+    _, report = score_and_evaluate(load_manifest("generic", csv), run_dir, out, fmt="generic", num_workers=0,
+                                   batch_size=64, device="cpu", progress=False)
+    return float(report["eer"])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,14 +46,15 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dpda.models.published.importer import import_checkpoint
-    from dpda.train.checkpoint import inference_payload, save_checkpoint
+    from dpda.inference.card import model_payload
+    from dpda.inference.modelfile import save_checkpoint
 
     out = Path(args.out)
     if out.exists() and not args.force:
         raise DpdaError(f"{out} exists; pass --force to overwrite it")
     model, info = import_checkpoint(args.format, args.checkpoint, trust_pickle=args.trust_pickle)
-    save_checkpoint(out, inference_payload(info["model_name"], info["model_config"], model, info["sample_rate"],
-                                           info["crop_samples"], provenance=info["provenance"]))
+    save_checkpoint(out, model_payload(info["model_name"], info["model_config"], model, info["sample_rate"],
+                                       info["crop_samples"], provenance=info["provenance"]))
     summary = {"out": str(out), "model_name": info["model_name"], "crop_samples": info["crop_samples"],
                "parameters": sum(p.numel() for p in model.parameters()), **info["provenance"]}
     if args.json:

@@ -43,7 +43,7 @@ examples:
   dpda score --model runs/dpda_aasist --format asvspoof2019 \\
       --protocol LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.eval.trl.txt \\
       --root LA/ASVspoof2019_LA_eval/flac --out scores/la19_eval.txt --evaluate
-  dpda score --model runs/dpda_aasist/checkpoints/best.pt --format asvspoof2021 --subset eval \\
+  dpda score --model runs/dpda_aasist/checkpoints/epoch_012.pt --format asvspoof2021 --subset eval \\
       --protocol keys/DF/CM/trial_metadata.txt --root ASVspoof2021_DF_eval/flac \\
       --out scores/df21.txt --workers 8 --batch-size 64 --device cuda
   dpda score --model runs/x --format itw --protocol release_in_the_wild/meta.csv \\
@@ -59,7 +59,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="RUN_DIR|CKPT", help="training run directory (uses its model.pt, else checkpoints/best.pt or last.pt) or a checkpoint file")
+    p.add_argument("--model", required=True, metavar="RUN_DIR|CKPT", help="training run directory (uses its model.pt, else checkpoints/last.pt) or a checkpoint file")
     p.add_argument("--protocol", required=True, metavar="P", help="protocol / key file of the corpus (directory for --format for or a folder of audio)")
     p.add_argument("--format", required=True, choices=FORMATS, metavar="F", help="corpus format, one of: " + ", ".join(FORMATS))
     p.add_argument("--root", metavar="AUDIO_DIR", help="audio directory (default: next to the protocol, see 'dpda data check --help')")
@@ -136,11 +136,9 @@ def print_summary(s: Dict[str, Any]) -> None:
 
 def evaluate(args: argparse.Namespace, universe: Any, key: Any) -> None:
     from dpda.cli.evaluate import print_report
-    from dpda.evaluation import evaluate_scores, join_scores, read_scores
+    from dpda.evaluation import evaluate_score_file
 
-    scores = read_scores(args.out)
-    joined = join_scores(key, scores, universe=universe, scores_path=args.out)
-    report = evaluate_scores(joined, fmt=args.format)
+    report, joined = evaluate_score_file(key, args.out, fmt=args.format, universe=universe)
     report = {
         "scores": str(args.out), "protocol": str(args.protocol), "format": args.format,
         "filters": {"subset": args.subset} if args.subset else {}, "n_ignored": joined.n_ignored, **report,

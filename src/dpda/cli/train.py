@@ -60,7 +60,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
 def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from dpda.config import apply_overrides, from_dict, load_yaml
+    from dpda.config import load_config
     from dpda.train.config import RunConfig, check_buildable, validate
     from dpda.train.trainer import Trainer, new_run_dir
 
@@ -74,17 +74,15 @@ def run(args: argparse.Namespace) -> int:
         if changed:
             raise DpdaError(f"--resume keeps the run's config.yaml; only {', '.join(RESUME_OVERRIDES)} may change "
                             f"(where it runs, not what it computes), not {', '.join(changed)}")
-        data = load_yaml(run_dir / "config.yaml")
+        config_path = run_dir / "config.yaml"
     else:
         if not args.config:
             raise DpdaError("give a CONFIG.yaml (or --resume RUN_DIR)")
-        data = load_yaml(args.config)
-    if args.init_from:
-        if args.resume:
-            raise DpdaError("--init-from starts a new run; a resumed run continues from its own checkpoint")
-        data.setdefault("model", {})["init_from"] = str(args.init_from)
-    apply_overrides(data, args.overrides)
-    cfg = validate(from_dict(RunConfig, data))
+        config_path = Path(args.config)
+    if args.init_from and args.resume:
+        raise DpdaError("--init-from starts a new run; a resumed run continues from its own checkpoint")
+    values = {"model.init_from": str(args.init_from)} if args.init_from else {}
+    cfg = validate(load_config(RunConfig, config_path, args.overrides, values))
     check_buildable(cfg)
     placement = place_from_env(cfg.device)  # stops here, before any work, if the ranks do not fit the GPUs
     if placement.device.type == "cpu":

@@ -25,9 +25,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from dpda.data.generic import AUDIO_EXTENSIONS, check_same_dir, scan_audio
+from dpda.data.generic import check_same_dir
 from dpda.data.manifest import BONAFIDE, SPOOF, LineError, Utterance, check_id
 from dpda.errors import Problem, ProtocolError
+from dpda.fileio import AUDIO_EXTENSIONS, scan_audio
 
 CLASSES = (("fake", SPOOF), ("real", BONAFIDE))
 SPLITS = ("training", "validation", "testing")

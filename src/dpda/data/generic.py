@@ -31,7 +31,6 @@ directory in POSIX form (``sub/x.wav``), in sorted order. ``ROOT`` is not used
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -45,9 +44,7 @@ from dpda.data.manifest import (
     read_text_lines,
 )
 from dpda.errors import Problem, ProtocolError
-
-#: audio file extensions found in folder layouts (lower case)
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+from dpda.fileio import scan_audio
 
 ACCEPTED_LABELS = {
     "bonafide": BONAFIDE, "bona-fide": BONAFIDE, "bona_fide": BONAFIDE,
@@ -55,34 +52,6 @@ ACCEPTED_LABELS = {
     "spoof": SPOOF, "fake": SPOOF, "deepfake": SPOOF,
 }
 KNOWN_COLUMNS = ("path", "label", "speaker", "attack", "utt_id")
-
-
-def scan_audio(directory: Path) -> List[str]:
-    """Sorted POSIX paths, relative to ``directory``, of the audio files below it.
-
-    Follows symbolic links to folders (each real folder visited once). Uses
-    ``os.scandir`` so hundreds of thousands of files list quickly.
-    """
-    found: List[str] = []
-    seen = set()
-    stack = [("", str(directory))]
-    while stack:
-        prefix, folder = stack.pop()
-        real = os.path.realpath(folder)
-        if real in seen:
-            continue
-        seen.add(real)
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                rel = prefix + entry.name
-                if entry.is_dir():
-                    stack.append((rel + "/", entry.path))
-                elif os.path.splitext(entry.name)[1].lower() in AUDIO_EXTENSIONS and entry.is_file():
-                    found.append(rel)
-    found.sort()
-    return found
 
 
 def check_same_dir(protocol: Path, root: Optional[Path], fmt: str) -> None:

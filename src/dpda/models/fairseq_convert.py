@@ -54,6 +54,10 @@ installed (fairseq, omegaconf, ...) are replaced by inert stubs, so fairseq is
 still not required. A plain state dict (``{name: tensor}``) is accepted too.
 SSL-AASIST/DPDA checkpoints (front-end under ``ssl_model.model.``) are split
 by :func:`convert_ssl_aasist_checkpoint`.
+
+Why one file of about 600 lines: the key-mapping table above, the configuration translation
+and the checkpoint readers are one conversion, read and checked together against fairseq's
+module names.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+
+from dpda.errors import PathLike
 
 __all__ = [
     "DROPPED_PREFIXES",
@@ -90,7 +96,6 @@ __all__ = [
     "parse_conv_feature_layers",
 ]
 
-PathLike = Union[str, Path]
 
 #: fairseq model cfg of XLS-R 300M (architecture fields; dropouts as the published HF port)
 XLSR_300M_FAIRSEQ_CFG: Dict[str, Any] = {

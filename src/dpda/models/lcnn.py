@@ -46,7 +46,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from dpda.models import register_model
 from dpda.models.features import LFCC
 
 __all__ = ["LCNN", "LCNN_DEFAULT_CONFIG", "LCNN_LFCC_CONFIG", "MaxFeatureMap", "build_lcnn"]
@@ -167,7 +166,6 @@ class LCNN(nn.Module):
         return logits
 
 
-@register_model("lcnn")
 def build_lcnn(**config: Any) -> LCNN:
     """LFCC-LCNN with the ASVspoof 2021 baseline sizes; ``config`` overrides :data:`LCNN_DEFAULT_CONFIG`."""
     unknown = set(config) - set(LCNN_DEFAULT_CONFIG)

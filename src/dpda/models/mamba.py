@@ -65,6 +65,10 @@ Defaults (XLSR-Mamba): ``d_model=144``, ``n_layers=6`` per direction (6
 forward + 6 backward blocks), ``d_state=16``, ``d_conv=4``, ``expand=2``
 (``d_inner=288``), ``dt_rank=ceil(144/16)=9`` -- about 1.94 M back-end
 parameters (1.75 M in the 12 Mamba blocks).
+
+Why one file of about 500 lines: the selective scan, the Mamba block and the bidirectional
+back-end are one algorithm whose equations (above) are followed line by line; split, the
+equations and the code that implements them would sit in different files.
 """
 
 from __future__ import annotations

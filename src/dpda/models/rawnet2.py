@@ -59,14 +59,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dpda.models import register_model
+from dpda.audio.crop import AASIST_NUM_SAMPLES
 from dpda.models.sinc import SincConv
 
 __all__ = ["RAWNET2_DEFAULT_CONFIG", "RawNet2", "build_rawnet2"]
 
 #: default (published, ASVspoof 2021 baseline) configuration of :func:`build_rawnet2`
 RAWNET2_DEFAULT_CONFIG: dict[str, Any] = {
-    "nb_samp": 64600,
+    "nb_samp": AASIST_NUM_SAMPLES,
     "first_conv": 1024,
     "in_channels": 1,
     "filts": [20, [20, 20], [20, 128], [128, 128]],
@@ -124,7 +124,7 @@ class RawNet2(nn.Module):
 
     def __init__(
         self,
-        nb_samp: int = 64600,
+        nb_samp: int = AASIST_NUM_SAMPLES,
         first_conv: int = 1024,
         in_channels: int = 1,
         filts: Sequence[Any] = (20, (20, 20), (20, 128), (128, 128)),
@@ -209,7 +209,6 @@ class RawNet2(nn.Module):
         return logits
 
 
-@register_model("rawnet2")
 def build_rawnet2(**config: Any) -> RawNet2:
     """RawNet2 with the ASVspoof 2021 baseline sizes; ``config`` overrides :data:`RAWNET2_DEFAULT_CONFIG`."""
     unknown = set(config) - set(RAWNET2_DEFAULT_CONFIG)

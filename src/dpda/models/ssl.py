@@ -53,6 +53,10 @@ Common options (keyword arguments of every builder):
 Spec-augment masking is off (fairseq ``mask=False``), so ``masked_spec_embed``
 is unused and frozen. Mixed precision: the models run under ``torch.autocast``
 (bf16/fp16); the Mamba scan, RMSNorm and pooling softmaxes accumulate in fp32.
+
+Why one file of about 570 lines: the front-end and the three back-ends that share it are one
+family (one checkpoint layout, one set of builders); each back-end's own layers live in
+:mod:`~dpda.models.aasist`, :mod:`~dpda.models.conformer` and :mod:`~dpda.models.mamba`.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from . import register_model
+from dpda.errors import PathLike
+
 from .aasist import AasistGraphBackend, build_residual_encoder
 from .conformer import ConformerTCMBackend
 from .fairseq_convert import (
@@ -90,7 +95,6 @@ __all__ = [
     "make_wav2vec2_config",
 ]
 
-PathLike = Union[str, Path]
 LayerSpec = Union[str, int, None]
 
 
@@ -487,19 +491,16 @@ class XLSRMamba(_XLSRModel):
     backend_cls = BiMambaBackend
 
 
-@register_model("xlsr_aasist")
 def build_xlsr_aasist(**config: Any) -> XLSRAASIST:
     """SSL-AASIST on XLS-R 300M (full size by default)."""
     return XLSRAASIST(**config)
 
 
-@register_model("xlsr_conformer_tcm")
 def build_xlsr_conformer_tcm(**config: Any) -> XLSRConformerTCM:
     """XLSR-Conformer-TCM on XLS-R 300M (full size by default)."""
     return XLSRConformerTCM(**config)
 
 
-@register_model("xlsr_mamba")
 def build_xlsr_mamba(**config: Any) -> XLSRMamba:
     """XLSR-Mamba (dual-column BiMamba) on XLS-R 300M (full size by default)."""
     return XLSRMamba(**config)

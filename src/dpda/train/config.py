@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from dpda.audio.crop import AASIST_NUM_SAMPLES
 from dpda.config import ConfigError
 
 
@@ -31,7 +32,7 @@ class DataConfig:
     train: Optional[SplitConfig] = None
     dev: Optional[SplitConfig] = None
     sample_rate: int = 16000
-    crop_samples: int = 64600  # training crops (random) and dev crops (first N samples)
+    crop_samples: int = AASIST_NUM_SAMPLES  # training crops (random) and dev crops (first N samples)
     batch_size: int = 5  # per path
     eval_batch_size: int = 32
     num_workers: int = 2
@@ -146,6 +147,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"data.format: expected one of {', '.join(FORMATS)}, got {cfg.data.format!r}")
     if cfg.model.name not in model_names():
         raise ConfigError(f"model.name: expected one of {', '.join(model_names())}, got {cfg.model.name!r}")
+    if not cfg.model.init_from:  # else checked once the model file's options are merged (resolve_init_from)
+        check_sample_rate(cfg)
     if cfg.data.train is None:
         raise ConfigError("data.train: required (protocol and root of the training split)")
     for name, value in (("data.batch_size", cfg.data.batch_size), ("data.crop_samples", cfg.data.crop_samples),
@@ -186,6 +189,26 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def check_sample_rate(cfg: RunConfig) -> None:
+    """``data.sample_rate`` must be the rate the model is built for (its front-end's filters assume it).
+
+    Audio is resampled to ``data.sample_rate`` when read, so a corpus at any
+    rate is fine; a model built for 16 kHz fed 8 kHz samples is not.
+    """
+    from dpda.models import model_sample_rate, model_spec
+
+    expected = model_sample_rate(cfg.model.name, cfg.model.config)
+    if cfg.data.sample_rate == expected:
+        return
+    spec = model_spec(cfg.model.name)
+    option = spec.rate_option if spec is not None else None
+    hint = f"set data.sample_rate: {expected} (audio is resampled to it when read)"
+    if option:
+        hint += f", or build the model for {cfg.data.sample_rate} Hz with model.config.{'.'.join(option)}: {cfg.data.sample_rate}"
+    raise ConfigError(f"data.sample_rate: {cfg.data.sample_rate} Hz, but model {cfg.model.name} expects {expected} Hz; "
+                      + hint)
+
+
 def resolve_init_from(cfg: RunConfig) -> Optional[Dict[str, Any]]:
     """With ``model.init_from``: check the file, merge its architecture options under ``model.config``.
 
@@ -205,7 +228,12 @@ def resolve_init_from(cfg: RunConfig) -> Optional[Dict[str, Any]]:
     if payload.get("model_name") != cfg.model.name:
         raise ConfigError(f"model.init_from: {cfg.model.init_from} holds a {payload.get('model_name')!r} model, "
                           f"but model.name is {cfg.model.name!r}")
+    rate = payload.get("sample_rate")
+    if rate and int(rate) != cfg.data.sample_rate:
+        raise ConfigError(f"data.sample_rate: {cfg.data.sample_rate} Hz, but model.init_from {cfg.model.init_from} "
+                          f"was trained at {int(rate)} Hz; set data.sample_rate: {int(rate)}")
     cfg.model.config = {**dict(payload.get("model_config") or {}), **cfg.model.config}
+    check_sample_rate(cfg)
     return payload
 
 
@@ -256,8 +284,83 @@ def check_buildable(cfg: RunConfig) -> None:
         raise ConfigError(f"data.crop_samples: {e}") from None
     except (RuntimeError, NotImplementedError) as e:
         try:
-            forward(max(cfg.data.crop_samples, 64600))
+            forward(max(cfg.data.crop_samples, AASIST_NUM_SAMPLES))
         except (RuntimeError, NotImplementedError, ValueError):
             return  # an operation the meta device lacks: the first step will tell
         raise ConfigError(f"data.crop_samples: {cfg.data.crop_samples} samples are too short for "
                           f"{cfg.model.name} ({str(e).splitlines()[0]})") from None
+
+
+#: unit and meaning of every key of :class:`RunConfig` (by ``Class.field``): the source of the
+#: configuration reference in docs/training.md (:func:`config_reference`; types and defaults come from
+#: the dataclasses, so the reference cannot drift from the schema)
+KEY_DOCS: Dict[str, Tuple[str, str]] = {
+    "RunConfig.name": ("", "run name: the run directory is `RUNS_DIR/NAME-DATE-TIME` (or `--run-dir`)"),
+    "RunConfig.seed": ("", "seed of everything (initial weights, data order, augmentation)"),
+    "RunConfig.device": ("", "`auto` (CUDA when visible), `cpu`, `cuda`, `cuda:N`; see \"Devices\""),
+    "RunConfig.runs_dir": ("path", "folder of the run directories"),
+    "ModelConfig.name": ("", "architecture (`dpda models list`)"),
+    "ModelConfig.config": ("", "the architecture's options (`ssl_pretrained`, `freeze_ssl`, ...); unset ones keep "
+                               "the full-size defaults"),
+    "ModelConfig.init_from": ("path", "a dpda model file (a run's `model.pt`, or one written by `dpda import`) to "
+                                      "fine-tune: its architecture options are the defaults of `model.config`, its "
+                                      "weights are loaded strictly before the first step"),
+    "DataConfig.format": ("", "corpus format of the protocols (`docs/corpora.md`)"),
+    "DataConfig.train": ("", "the training split (required)"),
+    "DataConfig.dev": ("", "the dev split; without it, no validation, threshold or calibration"),
+    "SplitConfig.protocol": ("path", "protocol (key) file, or the folder of a folder layout"),
+    "SplitConfig.root": ("path", "audio root (default: next to the protocol)"),
+    "SplitConfig.format": ("", "corpus format of this split (default `data.format`)"),
+    "SplitConfig.subset": ("", "keep only this subset of the protocol (formats with subsets)"),
+    "DataConfig.sample_rate": ("Hz", "audio is resampled to it on loading; must be the rate the model is built "
+                                     "for (checked)"),
+    "DataConfig.crop_samples": ("samples", "per training crop (random position) and per dev crop (first N); the "
+                                           "window stored in the model card"),
+    "DataConfig.batch_size": ("utterances", "per path per step (per rank under torchrun)"),
+    "DataConfig.eval_batch_size": ("utterances", "per dev batch"),
+    "DataConfig.num_workers": ("processes", "DataLoader workers (they die with the trainer)"),
+    "DataConfig.max_train_utterances": ("utterances", "a fixed random subset, for quick experiments"),
+    "AugmentConfig.where": ("", "`device`: batched RawBoost inside the step on the model's device; `workers`: the "
+                                "reference RawBoost or a YAML chain (`augment.chain`) in the DataLoader workers"),
+    "AugmentConfig.rawboost_algo": ("", "RawBoost algorithm 0-8"),
+    "AugmentConfig.rawboost_params": ("", "any of `RawBoostParams`' fields"),
+    "AugmentConfig.chain": ("path", "YAML augmentation chain for `where: workers`, instead of RawBoost "
+                                    "(e.g. `configs/augment.yaml`)"),
+    "TrainConfig.mode": ("", "see \"Modes\""),
+    "TrainConfig.engine_mode": ("", "`joint`: one forward pass over both paths; `split`: one per path (see \"Modes\")"),
+    "AlignerConfig.name": ("", "gradient aligner of `dpda` mode (`dpda.align`)"),
+    "AlignerConfig.options": ("", "the aligner's constructor arguments"),
+    "TrainConfig.epochs": ("epochs", "maximum number of epochs"),
+    "TrainConfig.steps_per_epoch": ("steps", "cap on batches per epoch: the first N of each epoch's shuffled order"),
+    "OptimizerConfig.name": ("", "optimizer"),
+    "OptimizerConfig.lr": ("", "learning rate"),
+    "OptimizerConfig.weight_decay": ("", "weight decay"),
+    "OptimizerConfig.betas": ("", "Adam / AdamW betas"),
+    "OptimizerConfig.momentum": ("", "SGD momentum (sgd only)"),
+    "SchedulerConfig.name": ("", "learning-rate schedule"),
+    "SchedulerConfig.step_size": ("epochs", "between learning-rate drops (`step`)"),
+    "SchedulerConfig.gamma": ("", "learning-rate factor at each drop (`step`)"),
+    "SchedulerConfig.min_lr": ("", "final learning rate (`cosine`)"),
+    "TrainConfig.bonafide_weight": ("", "cross-entropy weight of the bona fide class"),
+    "TrainConfig.spoof_weight": ("", "cross-entropy weight of the spoof class"),
+    "TrainConfig.patience": ("epochs", "early stopping after N epochs without improvement of `train.monitor` "
+                                       "(0: never)"),
+    "TrainConfig.monitor": ("", "dev metric that ranks epochs and stops early"),
+    "TrainConfig.top_k": ("checkpoints", "best epochs kept (and averaged); see \"The final model\""),
+    "TrainConfig.final_model": ("", "what `model.pt` holds; see \"The final model\""),
+    "TrainConfig.average_top_k": ("", "deprecated: `true` means `final_model: average`, `false` means `best`"),
+    "TrainConfig.amp": ("", "`bf16` or `fp16` autocast (fp16 with dynamic loss scaling; a non-finite step is "
+                            "skipped)"),
+    "TrainConfig.grad_clip": ("", "clip the global gradient norm to this (after alignment)"),
+    "TrainConfig.log_every": ("steps", "between step records in `metrics.jsonl` (statistics use every step)"),
+}
+
+
+def config_reference() -> str:
+    """The Markdown table of every configuration key (type, default, unit, meaning), for docs/training.md."""
+    from dpda.config import reference_table
+    from dpda.data import FORMATS
+    from dpda.models import model_names
+
+    choices = {**_CHOICES, "data.format": tuple(FORMATS), "model.name": tuple(model_names())}
+    return reference_table(RunConfig, KEY_DOCS, choices)

@@ -67,6 +67,10 @@ Typical use, inside the training step::
     for wav, label in loader:                      # wav: (B, T) float, on the GPU
         wav = augment(wav.cuda(non_blocking=True))
         loss = criterion(model(wav), label.cuda())
+
+Why one file of about 500 lines: the three primitives and the nine algorithms mirror
+:mod:`dpda.augment.rawboost.reference` function for function, so the two are compared side by
+side; split, that correspondence would be lost.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from typing import Any, Dict, Mapping
 
 import torch
 
+from dpda.audio.crop import AASIST_NUM_SAMPLES, DPDA_NUM_SAMPLES
 from dpda.models.published import PublishedFormat, check_layout, register_format
 
 __all__ = ["SSL_AASIST_BACKEND_CONFIG", "expected_backend_shapes", "map_backend"]
@@ -90,7 +91,7 @@ register_format(
         name="ssl_aasist",
         architecture="xlsr_aasist",
         repos=("TakHemlata/SSL_Anti-spoofing",),
-        crop_samples=64600,
+        crop_samples=AASIST_NUM_SAMPLES,
         map_backend=map_backend,
         model_config=_config(),
         notes="SSL-AASIST (Tak et al. 2022), LA and DF models: XLS-R 300M + AASIST, 64600-sample window",
@@ -102,7 +103,7 @@ register_format(
         name="dpda_ga-aasist",
         architecture="xlsr_aasist",
         repos=("ductuantruong/dpda_ga",),
-        crop_samples=66800,
+        crop_samples=DPDA_NUM_SAMPLES,
         map_backend=map_backend,
         model_config=_config(),
         notes="DPDA-GA paper code, --model aasist: XLS-R 300M + AASIST (SSL-AASIST layout), 66800-sample window",

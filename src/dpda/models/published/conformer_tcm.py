@@ -47,6 +47,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from dpda.audio.crop import DPDA_NUM_SAMPLES
+
 from . import PublishedFormat, register_format
 
 __all__ = ["MODEL_CONFIG", "infer_hparams", "map_backend"]
@@ -242,7 +244,7 @@ register_format(
         name="dpda_ga-conformer_tcm",
         architecture="xlsr_conformer_tcm",
         repos=("ductuantruong/dpda_ga",),
-        crop_samples=66800,
+        crop_samples=DPDA_NUM_SAMPLES,
         map_backend=map_backend,
         model_config=dict(MODEL_CONFIG),
         notes=_NOTE + "; DPDA paper code, main.py --model conformer_tcm",
@@ -253,7 +255,7 @@ register_format(
         name="tcm_add",
         architecture="xlsr_conformer_tcm",
         repos=("ductuantruong/tcm_add",),
-        crop_samples=66800,
+        crop_samples=DPDA_NUM_SAMPLES,
         map_backend=map_backend,
         model_config=dict(MODEL_CONFIG),
         notes=_NOTE + "; Truong et al., Interspeech 2024",

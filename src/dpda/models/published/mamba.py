@@ -43,6 +43,8 @@ from typing import Dict, Mapping, Tuple
 
 import torch
 
+from dpda.audio.crop import AASIST_NUM_SAMPLES, DPDA_NUM_SAMPLES
+
 from . import PublishedFormat, check_layout, register_format
 
 __all__ = ["MODEL_CONFIG", "make_map_backend", "map_backend", "original_key_map", "original_shapes"]
@@ -180,7 +182,7 @@ register_format(
         name="xlsr_mamba",
         architecture="xlsr_mamba",
         repos=("swagshaw/XLSR-Mamba",),
-        crop_samples=64600,
+        crop_samples=AASIST_NUM_SAMPLES,
         map_backend=map_backend,
         model_config=dict(MODEL_CONFIG),
         notes="XLSR-Mamba (Xiao & Das, SPL 2025): XLS-R + dual-column bidirectional Mamba, 2x6 blocks, dim 144",
@@ -192,7 +194,7 @@ register_format(
         name="dpda_ga-mamba",
         architecture="xlsr_mamba",
         repos=("ductuantruong/dpda_ga",),
-        crop_samples=66800,
+        crop_samples=DPDA_NUM_SAMPLES,
         map_backend=map_backend,
         model_config=dict(MODEL_CONFIG),
         notes="DPDA paper code (dpda_ga main.py --model mamba): the XLSR-Mamba back-end, same keys",

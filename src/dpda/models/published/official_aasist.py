@@ -12,6 +12,7 @@ from typing import Dict, Mapping
 
 import torch
 
+from dpda.audio.crop import AASIST_NUM_SAMPLES
 from dpda.models.published import PublishedFormat, register_format
 
 
@@ -23,6 +24,6 @@ def map_whole_model(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor
 for _name, _notes in (("aasist", "AASIST (Jung et al., ICASSP 2022), official weights"),
                       ("aasist-l", "AASIST-L (85k parameters), official weights")):
     register_format(PublishedFormat(
-        name=f"clovaai-{_name}", architecture=_name, repos=("clovaai/aasist",), crop_samples=64600,
+        name=f"clovaai-{_name}", architecture=_name, repos=("clovaai/aasist",), crop_samples=AASIST_NUM_SAMPLES,
         map_backend=map_whole_model, notes=_notes, front_end="none",
     ))
