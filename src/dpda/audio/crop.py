@@ -19,25 +19,35 @@ full-utterance scoring.
 
 from __future__ import annotations
 
-from typing import Optional, TypeVar, Union
+import sys
+from typing import TYPE_CHECKING, Optional, TypeVar, Union
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported lazily: the numpy paths work without it (torch-free ONNX deployments)
+    import torch
 
 #: Input length used by AASIST (about 4.04 s at 16 kHz), in samples.
 AASIST_NUM_SAMPLES = 64600
 #: Input length used by the DPDA paper's code (4.175 s at 16 kHz), in samples.
 DPDA_NUM_SAMPLES = 66800
 
-Signal = TypeVar("Signal", np.ndarray, torch.Tensor)
-RandomSource = Union[np.random.Generator, torch.Generator]
+Signal = TypeVar("Signal", np.ndarray, "torch.Tensor")
+RandomSource = Union[np.random.Generator, "torch.Generator"]
+
+
+def _is_tensor(x: object) -> bool:
+    """Whether ``x`` is a torch tensor, without importing torch (none can exist before torch is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
 
 _MODES = ("repeat", "zero")
 
 
 def _check_signal(x: object, n_samples: int) -> int:
     """Validate inputs; return the signal length in samples."""
-    if not isinstance(x, (np.ndarray, torch.Tensor)):
+    if not (isinstance(x, np.ndarray) or _is_tensor(x)):
         raise TypeError(f"expected a numpy array or torch tensor, got {type(x).__name__}")
     if x.ndim != 1:
         raise ValueError(f"expected a 1-D signal of shape (T,), got shape {tuple(x.shape)}")
@@ -52,20 +62,22 @@ def _check_signal(x: object, n_samples: int) -> int:
 
 
 def _copy(x: Signal) -> Signal:
-    return x.clone() if isinstance(x, torch.Tensor) else x.copy()
+    return x.clone() if _is_tensor(x) else x.copy()
 
 
 def _repeat_pad(x: Signal, n_samples: int) -> Signal:
     """Tile ``x`` and keep the first ``n_samples`` samples."""
     reps = n_samples // int(x.shape[0]) + 1
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
         return x.repeat(reps)[:n_samples].clone()
     return np.tile(x, reps)[:n_samples].copy()
 
 
 def _zero_pad(x: Signal, n_samples: int) -> Signal:
     missing = n_samples - int(x.shape[0])
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
+        import torch
+
         return torch.cat([x, x.new_zeros(missing)])
     return np.concatenate([x, np.zeros(missing, dtype=x.dtype)])
 
@@ -104,7 +116,8 @@ def _random_start(high: int, rng: Optional[RandomSource]) -> int:
         rng = np.random.default_rng()
     if isinstance(rng, np.random.Generator):
         return int(rng.integers(0, high + 1))
-    if isinstance(rng, torch.Generator):
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(rng, torch.Generator):
         return int(torch.randint(0, high + 1, (1,), generator=rng, device=rng.device).item())
     raise TypeError(
         f"rng must be a numpy.random.Generator or torch.Generator, got {type(rng).__name__}"
@@ -165,7 +178,9 @@ def sliding_windows(x: Signal, n_samples: int, hop: Optional[int] = None) -> Sig
     starts = list(range(0, last + 1, int(hop)))
     if starts[-1] != last:
         starts.append(last)
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
+        import torch
+
         idx = torch.tensor(starts, device=x.device)[:, None] + torch.arange(
             n_samples, device=x.device
         )
