@@ -37,8 +37,13 @@ function cardRows(card) {
     ["calibration", cal ? `P(bona fide) = sigmoid(${fmt(cal.a, 4)} * score + ${fmt(cal.b, 4)})` : "none (scores are not probabilities)"],
     ["training data", train ? JSON.stringify(train) : "not recorded"],
     ["file", prov.file ? `${prov.file}${prov.sha256 ? " (sha256 " + prov.sha256.slice(0, 16) + "...)" : ""}` : "-"],
-    ["provenance", JSON.stringify(Object.fromEntries(Object.entries(prov).filter(([k]) => !["file", "sha256", "size_bytes"].includes(k))))],
+    ["provenance", provenance(prov)],
   ];
+}
+
+function provenance(prov) {
+  const rest = Object.entries(prov).filter(([k]) => !["file", "sha256", "size_bytes"].includes(k));
+  return rest.length ? rest.map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join("; ") : "not recorded";
 }
 
 async function loadCard() {
