@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,58 @@ def test_a_model_without_threshold_is_refused_unless_one_is_given(tmp_path):
     app = create_app(bare, ServeSettings(threshold=0.0))
     with TestClient(app) as client:
         assert client.get("/v1/model").json()["threshold_source"] == "--threshold"
+
+
+def test_a_chunked_upload_over_the_limit_gets_413(scorer, tmp_path):
+    boundary = "dpdaboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\n"
+            "Content-Type: audio/wav\r\n\r\n").encode()
+
+    def body():  # no Content-Length: the server must count
+        yield head
+        for _ in range(40):
+            yield b"\0" * 8192
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    with client_for(scorer, tmp_path, max_bytes=20000) as client:
+        reply = client.post("/v1/detect", content=body(),
+                            headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        assert reply.status_code == 413 and "larger than this server accepts (0.02 MB)" in reply.json()["error"]
+        assert client.get("/health").status_code == 200
+
+
+class BlockedScorer:
+    """A scorer whose forward pass waits for ``gate``: keeps the queue full on purpose."""
+
+    sample_rate, crop_samples, mode, hop, batch_size = SR, CROP, "full", None, 1
+    info = {"model_name": "blocked", "threshold": 0.0}
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+
+    def windows(self, waveform):
+        from dpda.audio import sliding_windows
+
+        return sliding_windows(np.asarray(waveform, np.float32), CROP)
+
+    def forward(self, batch):
+        self.gate.wait(30)
+        return np.zeros(batch.shape[0])
+
+
+def test_a_full_queue_answers_503_and_the_server_stays_responsive(tmp_path):
+    scorer = BlockedScorer()
+    long_clip = wav_bytes(write_wav(tmp_path / "long.wav", 10 * CROP, seed=1))
+    with client_for(scorer, tmp_path, max_queued_windows=4) as client:
+        first = {}
+        worker = threading.Thread(target=lambda: first.update(reply=post(client, long_clip)))
+        worker.start()
+        deadline = time.monotonic() + 20
+        while client.app.state.queue.queued_windows == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        busy = post(client, long_clip)
+        assert busy.status_code == 503 and "busy" in busy.json()["error"]
+        assert client.get("/health").json()["queued_windows"] > 0
+        scorer.gate.set()
+        worker.join(30)
+        assert first["reply"].status_code == 200

@@ -46,6 +46,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="windows per forward pass (default 16)")
     p.add_argument("--max-seconds", type=float, default=600.0, help="longest recording accepted, in seconds (default 600)")
     p.add_argument("--max-mb", type=float, default=100.0, help="largest upload accepted, in MB (default 100)")
+    p.add_argument("--max-queued-windows", type=int, default=2048, metavar="N",
+                   help="windows waiting for the model at most; beyond, requests get 503 'busy' (default 2048)")
     p.set_defaults(func=run)
 
 
@@ -56,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise DpdaError(f"--hop must be >= 1 sample, got {args.hop}")
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise DpdaError(f"--threshold must be a finite number, got {args.threshold}")
-    if not args.max_seconds > 0 or not args.max_mb > 0:
-        raise DpdaError("--max-seconds and --max-mb must be positive")
+    if not args.max_seconds > 0 or not args.max_mb > 0 or args.max_queued_windows < 1:
+        raise DpdaError("--max-seconds, --max-mb and --max-queued-windows must be positive")
     try:
         import uvicorn
 
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from dpda.deploy.onnx_scorer import load_scorer
 
     scorer = load_scorer(args.model, mode=args.mode, hop=args.hop, device=args.device, batch_size=args.batch_size)
-    settings = ServeSettings(max_seconds=args.max_seconds, max_bytes=int(args.max_mb * 1e6), threshold=args.threshold)
+    settings = ServeSettings(max_seconds=args.max_seconds, max_bytes=int(args.max_mb * 1e6), threshold=args.threshold,
+                             max_queued_windows=args.max_queued_windows)
     app = create_app(scorer, settings)
     print(f"dpda serve: {scorer.info.get('model_name')} from {args.model}; open http://{args.host}:{args.port}/ "
           "(Ctrl+C stops)", flush=True)

@@ -56,7 +56,7 @@ class ServeSettings:
 
     max_seconds: float = 600.0
     max_bytes: int = 100 * 1024 * 1024
-    max_queued_windows: Optional[int] = 20000
+    max_queued_windows: Optional[int] = 2048  # about 530 MB of 64600-sample float32 windows
     threshold: Optional[float] = None
     tmp_dir: Optional[str] = None
 
@@ -88,7 +88,7 @@ def _receive_upload(upload: Any, settings: ServeSettings, sample_rate: int) -> n
                     break
                 size += len(block)
                 if size > settings.max_bytes:
-                    raise Rejected(413, f"the file is larger than this server accepts ({settings.max_bytes / 1e6:.0f} MB)")
+                    raise Rejected(413, f"the file is larger than this server accepts ({settings.max_bytes / 1e6:.3g} MB)")
                 out.write(block)
         if size == 0:
             raise Rejected(400, "the uploaded file is empty (0 bytes)")
@@ -120,7 +120,7 @@ def create_app(scorer: Any, settings: Optional[ServeSettings] = None) -> FastAPI
     app = FastAPI(title="dpda serve", version=__version__,
                   description="Speech deepfake detection: upload audio, get bona fide / spoof with per-window evidence.")
     app.state.queue, app.state.scorer, app.state.settings = queue, scorer, settings
-    app.add_middleware(BodyLimit, max_bytes=settings.max_bytes + 64 * 1024)  # room for the multipart framing
+    app.add_middleware(BodyLimit, max_bytes=settings.max_bytes, slack=64 * 1024)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.router.add_event_handler("shutdown", queue.close)
 

@@ -23,12 +23,13 @@ class _TooLarge(Exception):
 class BodyLimit:
     """Wraps an ASGI app; HTTP requests whose body exceeds ``max_bytes`` get 413 ``{"error": ...}``."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int, slack: int = 0) -> None:
         self.app = app
         self.max_bytes = int(max_bytes)
+        self.limit = int(max_bytes) + int(slack)  # slack: room for the multipart framing around a file
 
     def _message(self) -> str:
-        return f"the upload is larger than this server accepts ({self.max_bytes / 1e6:.0f} MB)"
+        return f"the upload is larger than this server accepts ({self.max_bytes / 1e6:.3g} MB)"
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps({"error": self._message()}).encode()
@@ -47,23 +48,31 @@ class BodyLimit:
                     declared = int(value)
                 except ValueError:
                     declared = 0
-                if declared > self.max_bytes:
+                if declared > self.limit:
                     await self._refuse(send)
                     return
         seen = 0
-        started = False
+        exceeded = started = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > self.limit:
+                    exceeded = True
                     raise _TooLarge()
             return message
 
         async def tracking_send(message: Message) -> None:
+            # the app may turn the interrupted body into its own error reply (FastAPI: 400 "error
+            # parsing the body"); that reply is replaced by the 413
             nonlocal started
+            if exceeded:
+                if not started:
+                    started = True
+                    await self._refuse(send)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
