@@ -92,21 +92,28 @@ def server(tiny_ckpt, tmp_path):
     proc.wait(20)
 
 
+def chromium():
+    """Headless chromium; its microphone is chromium's fake device (a beep), allowed without asking."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1180,1400",
+                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(DRIVER), options=options)
+
+
 @pytest.mark.slow
 def test_upload_through_the_page(server, tmp_path):
     need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, audio, n_windows = server
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1180,1400"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = chromium()
     try:
         driver.get(url + "/")
         wait = WebDriverWait(driver, 60)
@@ -132,5 +139,31 @@ def test_upload_through_the_page(server, tmp_path):
         assert shot.stat().st_size > 10_000
         if os.environ.get("DPDA_UPDATE_FIGURES") == "1":
             shutil.copy(shot, ROOT / "docs" / "figures" / "serve_page.png")
+    finally:
+        driver.quit()
+
+
+@pytest.mark.slow
+def test_record_from_the_microphone(server):
+    need_browser()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _, _ = server
+    driver = chromium()
+    try:
+        driver.get(url + "/")
+        wait = WebDriverWait(driver, 60)
+        button = driver.find_element(By.ID, "record")
+        assert button.is_enabled()
+        button.click()
+        wait.until(lambda d: "Stop" in d.find_element(By.ID, "record").text)
+        time.sleep(1.5)
+        button.click()
+        wait.until(ec.visibility_of_element_located((By.ID, "result")))
+        assert "recording.wav" in driver.find_element(By.ID, "summary").text
+        assert driver.find_element(By.ID, "verdict").get_attribute("class") in ("bonafide", "spoof")
+        assert not driver.find_element(By.ID, "error").is_displayed()
     finally:
         driver.quit()
