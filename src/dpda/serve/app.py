@@ -23,6 +23,7 @@ All requests share one model through a :class:`dpda.deploy.batcher.BatchQueue`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import tempfile
@@ -117,12 +118,16 @@ def create_app(scorer: Any, settings: Optional[ServeSettings] = None) -> FastAPI
     card = model_card(scorer.info, hop=scorer.hop, threshold=settings.threshold)
     queue = BatchQueue(scorer.forward, scorer.batch_size, settings.max_queued_windows)
 
-    app = FastAPI(title="dpda serve", version=__version__,
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        queue.close()
+
+    app = FastAPI(title="dpda serve", version=__version__, lifespan=lifespan,
                   description="Speech deepfake detection: upload audio, get bona fide / spoof with per-window evidence.")
     app.state.queue, app.state.scorer, app.state.settings = queue, scorer, settings
     app.add_middleware(BodyLimit, max_bytes=settings.max_bytes, slack=64 * 1024)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    app.router.add_event_handler("shutdown", queue.close)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -175,10 +180,11 @@ def create_app(scorer: Any, settings: Optional[ServeSettings] = None) -> FastAPI
             return result(scores)
 
         async def lines() -> AsyncIterator[bytes]:
+            waiter = asyncio.wrap_future(job.future)
             try:
-                while not job.future.done():
+                while not waiter.done():
                     yield (json.dumps({"progress": {"done": job.done, "total": job.total}}) + "\n").encode()
-                    await asyncio.wait([asyncio.wrap_future(job.future)], timeout=0.25)
+                    await asyncio.wait({waiter}, timeout=0.25)
                 try:
                     yield (json.dumps({"result": result(job.future.result())}) + "\n").encode()
                 except Exception as e:
