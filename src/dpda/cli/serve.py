@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from dpda.errors import DpdaError
 
@@ -74,5 +75,8 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(scorer, settings)
     print(f"dpda serve: {scorer.info.get('model_name')} from {args.model}; open http://{args.host}:{args.port}/ "
           "(Ctrl+C stops)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"dpda serve: warning: bound to {args.host}: anyone who can reach it can upload audio "
+              "(there is no authentication)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
