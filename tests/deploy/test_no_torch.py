@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,45 @@ def test_serve_with_onnx_never_imports_torch(tiny_onnx, tmp_path):
     reply = json.loads(done.stdout)
     assert reply["status"] == 200 and reply["detect"]["decision"] in ("bonafide", "spoof")
     assert reply["card"]["format"] == "onnx" and reply["card"]["runtime"].startswith("onnxruntime")
+
+
+def test_the_serve_command_with_onnx_never_imports_torch(tiny_onnx, tmp_path):
+    """``dpda serve --model x.onnx`` as a process (uvicorn on 127.0.0.1), stopped with Ctrl+C (SIGINT).
+
+    uvicorn shuts down, ``dpda serve`` returns (0; 130 if the interrupt reaches dpda) and the runner
+    then checks that no torch module was loaded (else it exits with 99).
+    """
+    pytest.importorskip("uvicorn")
+    import socket
+    import time
+    import urllib.request
+    import uuid
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(RUNNER), "serve", "--model", str(tiny_onnx), "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read())
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
+                time.sleep(0.2)
+        assert health["format"] == "onnx"
+        boundary = uuid.uuid4().hex
+        data = write_wav(tmp_path / "a.wav", CROP + 100, seed=4).read_bytes()
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n".encode()
+                + data + f"\r\n--{boundary}--\r\n".encode())
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/detect", data=body, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        reply = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        assert reply["decision"] in ("bonafide", "spoof") and len(reply["windows"]) == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 130), (proc.returncode, out)
