@@ -1,8 +1,8 @@
 """dpda export: ONNX parity with torch for every exportable architecture, refusals with reasons, metadata.
 
-Parity is measured at real lengths: the window each model scores (64600 samples, AASIST's 4.04 s, for
-the CNN / graph models; 16000 for the tiny XLS-R front-end, sized for 1 s) and a longer odd length
-(the time axis is variable). Sizes are the tests' tiny configurations where the full model is large.
+Parity is measured at real lengths: the window the models score (64600 samples, AASIST's 4.04 s) and a
+longer odd length (86140: the time axis is variable). Sizes are the tests' tiny configurations where
+the full model is large (RawNet2, AASIST, the XLS-R front-end); LCNN and AASIST-L are full size.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ CASES = {
     "rawnet2": (RAWNET2_TINY, 64600),
     "aasist": (AASIST_TINY, 64600),
     "aasist-l": ({}, 64600),
-    **{name: (dict(ssl_config=TINY_SSL, **TINY_BACKENDS[name]), 16000) for name in TINY_BACKENDS},
+    **{name: (dict(ssl_config=TINY_SSL, **TINY_BACKENDS[name]), 64600) for name in TINY_BACKENDS},
 }
 
 
