@@ -99,6 +99,7 @@ def test_progress_stream(scorer, tmp_path):
     assert reply.status_code == 200 and reply.headers["content-type"].startswith("application/x-ndjson")
     lines = [json.loads(line) for line in reply.text.splitlines() if line.strip()]
     assert all("progress" in m for m in lines[:-1]) and lines[0]["progress"]["total"] == 12
+    assert lines[-2]["progress"]["done"] == 12
     assert lines[-1]["result"]["decision"] in ("bonafide", "spoof") and len(lines[-1]["result"]["windows"]) == 12
 
 

@@ -182,11 +182,13 @@ def create_app(scorer: Any, settings: Optional[ServeSettings] = None) -> FastAPI
         async def lines() -> AsyncIterator[bytes]:
             waiter = asyncio.wrap_future(job.future)
             try:
-                while not waiter.done():
+                while True:  # at least one progress line, the last one with done == total
                     yield (json.dumps({"progress": {"done": job.done, "total": job.total}}) + "\n").encode()
+                    if waiter.done():
+                        break
                     await asyncio.wait({waiter}, timeout=0.25)
                 try:
-                    yield (json.dumps({"result": result(job.future.result())}) + "\n").encode()
+                    yield (json.dumps({"result": result(waiter.result())}) + "\n").encode()
                 except Exception as e:
                     yield (json.dumps({"error": f"the model failed on this file: {e}"}) + "\n").encode()
             finally:
