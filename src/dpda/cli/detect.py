@@ -59,7 +59,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="RUN_DIR|CKPT", help="training run directory or checkpoint file")
+    p.add_argument("--model", required=True, metavar="RUN_DIR|CKPT", help="training run directory, checkpoint file, or an ONNX file from 'dpda export' (scored with onnxruntime, without PyTorch)")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, mp3, ogg, ...; any sample rate and length)")
     p.add_argument("--threshold", type=float, metavar="T", help="decision threshold on the score, a finite number (default: the checkpoint's dev-set EER threshold); write --threshold=-2 or --threshold -2")
     p.add_argument("--json", action="store_true", help="print one JSON object {model, threshold, threshold_source, decision_rule, calibrated, mode, results: [{file, score, probability, decision, probability_disagrees, warnings} | {file, error}]}")
@@ -105,7 +105,6 @@ def print_table(report: Dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dpda.errors import DpdaError
-    from dpda.inference import detect_files
 
     if args.batch_size < 1:
         raise DpdaError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -113,11 +112,19 @@ def run(args: argparse.Namespace) -> int:
         raise DpdaError(f"--hop must be >= 1 sample, got {args.hop}")
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise DpdaError(f"--threshold must be a finite number, got {args.threshold}")
-    report = detect_files(
-        args.files, args.model, args.threshold,
-        mode=args.mode, hop=args.hop, device=args.device, batch_size=args.batch_size,
-        progress=not args.no_progress,
-    )
+    if str(args.model).lower().endswith(".onnx"):  # onnxruntime alone: torch is never imported on this path
+        from dpda.deploy.cli_support import detect_onnx
+
+        report = detect_onnx(args.files, args.model, args.threshold, mode=args.mode, hop=args.hop,
+                             batch_size=args.batch_size, progress=not args.no_progress)
+    else:
+        from dpda.inference import detect_files
+
+        report = detect_files(
+            args.files, args.model, args.threshold,
+            mode=args.mode, hop=args.hop, device=args.device, batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -11,7 +11,8 @@ from dpda.errors import DpdaError
 
 # Each command module exposes ``register(subparsers)``; the parser it adds sets
 # ``func`` (a callable taking the parsed namespace and returning an exit code).
-COMMAND_MODULES = ("evaluate", "data", "augment", "models", "import_model", "train", "score", "detect", "demo")
+COMMAND_MODULES = ("evaluate", "data", "augment", "models", "import_model", "train", "score", "detect", "demo",
+                   "serve", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +29,31 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib
 
     for name in COMMAND_MODULES:
-        importlib.import_module(f"dpda.cli.{name}").register(sub)
+        try:
+            module = importlib.import_module(f"dpda.cli.{name}")
+        except ImportError as e:  # a deployment without PyTorch still runs detect / serve with an .onnx model
+            if not str(e.name or "").split(".")[0] == "torch":
+                raise
+            _needs_torch(sub, COMMAND_NAMES.get(name, name))
+            continue
+        module.register(sub)
     return parser
+
+
+#: command modules whose command has another name
+COMMAND_NAMES = {"import_model": "import"}
+
+
+def _needs_torch(sub: "argparse._SubParsersAction", command: str) -> None:
+    """Register ``command`` as one that explains that it needs PyTorch (not installed here)."""
+
+    def refuse(args: argparse.Namespace) -> int:
+        raise DpdaError(f"'dpda {command}' needs PyTorch, which is not installed here (pip install torch); "
+                        "without it, 'dpda detect' and 'dpda serve' work with an .onnx model from 'dpda export'")
+
+    p = sub.add_parser(command, help="(needs PyTorch)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=refuse)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -304,7 +304,12 @@ class GraphPool(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         scores = torch.sigmoid(self.proj(self.drop(h)))  # (B, N, 1)
-        n_keep = self.num_output_nodes(h.size(1))
+        if torch.onnx.is_in_onnx_export():
+            # the same count, computed in the graph, so that an exported model keeps a variable-length input
+            n_nodes = torch.as_tensor(h.shape[1], dtype=torch.float64)
+            n_keep = torch.clamp(torch.floor(n_nodes * self.k), min=1).long()
+        else:
+            n_keep = self.num_output_nodes(h.size(1))
         _, idx = torch.topk(scores, n_keep, dim=1)
         idx = idx.expand(-1, -1, h.size(2))
         return torch.gather(h * scores, 1, idx)

@@ -49,6 +49,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["LFCC", "dct_ii_matrix", "delta", "linear_filter_bank"]
@@ -148,6 +149,24 @@ class LFCC(nn.Module):
             f"energy={self.with_energy}, delta={self.with_delta}"
         )
 
+    def _power_by_convolution(self, x: torch.Tensor) -> torch.Tensor:
+        """``|STFT|^2`` of ``(B, T)`` as in :meth:`forward`, as a strided convolution with a windowed DFT basis.
+
+        Used only while exporting to ONNX (whose STFT has no complex output);
+        returns ``(B, n_fft // 2 + 1, frames)``, the bins below ``min_bin`` zero.
+        """
+        n = torch.arange(self.n_fft, dtype=torch.float64)
+        k = torch.arange(self.min_bin, self.max_bin, dtype=torch.float64)
+        left = (self.n_fft - self.win_length) // 2  # torch.stft centres a short window in the n_fft frame
+        window = torch.zeros(self.n_fft, dtype=torch.float64)
+        window[left : left + self.win_length] = self.window.double().cpu()
+        angle = 2.0 * math.pi * k[:, None] * n[None, :] / self.n_fft
+        basis = torch.cat([torch.cos(angle), torch.sin(angle)]) * window  # (2 * kept bins, n_fft)
+        pad = self.n_fft // 2
+        framed = F.conv1d(F.pad(x[:, None, :], (pad, pad)), basis[:, None, :].to(x), stride=self.hop_length)
+        re, im = framed.split(self.max_bin - self.min_bin, dim=1)
+        return F.pad(re.square() + im.square(), (0, 0, self.min_bin, 0))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 1:
             x = x.unsqueeze(0)
@@ -157,18 +176,21 @@ class LFCC(nn.Module):
             x = x.float()
             if self.pre_emphasis:
                 x = torch.cat([x[:, :1], x[:, 1:] - self.pre_emphasis * x[:, :-1]], dim=1)
-            spec = torch.stft(
-                x,
-                n_fft=self.n_fft,
-                hop_length=self.hop_length,
-                win_length=self.win_length,
-                window=self.window,
-                center=True,
-                pad_mode="constant",
-                onesided=True,
-                return_complex=True,
-            )  # (B, bins, frames)
-            power = spec.real.square() + spec.imag.square()
+            if torch.onnx.is_in_onnx_export():  # ONNX's STFT has no complex output: the same DFT as a convolution
+                power = self._power_by_convolution(x)
+            else:
+                spec = torch.stft(
+                    x,
+                    n_fft=self.n_fft,
+                    hop_length=self.hop_length,
+                    win_length=self.win_length,
+                    window=self.window,
+                    center=True,
+                    pad_mode="constant",
+                    onesided=True,
+                    return_complex=True,
+                )  # (B, bins, frames)
+                power = spec.real.square() + spec.imag.square()
             power = power[:, self.min_bin : self.max_bin].transpose(1, 2)  # (B, frames, kept bins)
             eps = torch.finfo(torch.float32).eps
             log_fb = torch.log10(power @ self.fbank + eps)
