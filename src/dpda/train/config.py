@@ -328,6 +328,7 @@ KEY_DOCS: Dict[str, Tuple[str, str]] = {
                                     "(e.g. `configs/augment.yaml`)"),
     "TrainConfig.mode": ("", "see \"Modes\""),
     "TrainConfig.engine_mode": ("", "`joint`: one forward pass over both paths; `split`: one per path (see \"Modes\")"),
+    "TrainConfig.one_pass": ("", "split only: both paths in one vmapped forward/backward; `auto` = on CUDA, two passes on the CPU"),
     "AlignerConfig.name": ("", "gradient aligner of `dpda` mode (`dpda.align`)"),
     "AlignerConfig.options": ("", "the aligner's constructor arguments"),
     "TrainConfig.epochs": ("epochs", "maximum number of epochs"),
