@@ -39,63 +39,9 @@ import torch
 from dpda.audio import load_audio
 from dpda.errors import AudioError, PathLike
 from dpda.inference.errors import ScoringError
+from dpda.inference.rules import SILENCE_PEAK, audio_warnings, decide, decision_threshold
 from dpda.inference.scorer import Scorer
 from dpda.progress import Progress
-
-#: peak amplitude below which a file is reported as silent (-80 dBFS)
-SILENCE_PEAK = 1e-4
-
-
-def decision_threshold(info: Dict[str, Any], threshold: Optional[float] = None) -> Tuple[float, str]:
-    """The decision threshold on the score and where it comes from.
-
-    In order: ``threshold`` (explicit, ``"--threshold"``); the checkpoint's
-    dev-set EER threshold (``"checkpoint (dev EER)"``); with only a
-    calibration ``(a, b)``, the score where P(bona fide) = 0.5, ``-b / a``
-    (``"calibration (P = 0.5)"``). Without any of these no threshold is
-    invented: :class:`ScoringError` asks for ``--threshold``. A non-finite
-    threshold (NaN, inf) is refused: every score would get the same decision.
-    """
-    if threshold is not None:
-        if not math.isfinite(float(threshold)):
-            raise ScoringError(f"--threshold must be a finite number, got {threshold}")
-        return float(threshold), "--threshold"
-    if info.get("threshold") is not None:
-        if not math.isfinite(float(info["threshold"])):
-            raise ScoringError(
-                f"{info.get('path', 'the model')} stores a non-finite decision threshold ({info['threshold']}): "
-                "pass --threshold T"
-            )
-        return float(info["threshold"]), "checkpoint (dev EER)"
-    cal = info.get("calibration")
-    if cal and float(cal.get("a", 0.0)) > 0.0:
-        return -float(cal["b"]) / float(cal["a"]), "calibration (P = 0.5)"
-    raise ScoringError(
-        f"{info.get('path', 'the model')} stores no decision threshold (no dev-set EER threshold and no "
-        "calibration): pass --threshold T (a threshold on the score logit[:, 1]; e.g. the EER threshold "
-        "that 'dpda score --evaluate' prints for a labelled dev set)"
-    )
-
-
-def audio_warnings(waveform: np.ndarray, sample_rate: int, window: int) -> List[str]:
-    """Why the score of a waveform (at the model's rate) may mean little: too short, silent."""
-    found: List[str] = []
-    n = int(waveform.shape[-1])
-    if n < int(window):
-        found.append(
-            f"too short for the model's window: {n / sample_rate:.3f} s < {window / sample_rate:.3f} s "
-            f"({n} < {window} samples); it was repeat-padded to the window, the score is less reliable"
-        )
-    peak = float(np.max(np.abs(waveform))) if n else 0.0
-    if peak == 0.0:
-        found.append("silent: every sample is 0 (digital silence); the score says nothing about speech")
-    elif peak < SILENCE_PEAK:
-        found.append(
-            f"silent: peak amplitude {peak:.1e} is below {SILENCE_PEAK:g} (-80 dBFS); "
-            "the score says nothing about speech"
-        )
-    return found
-
 
 def _score_one(scorer: Scorer, name: str, waveform: np.ndarray, progress: bool, label: str) -> float:
     windows = scorer.windows(waveform)
@@ -137,8 +83,6 @@ def detect_files(
     (the others are still scored). ``probability_disagrees`` is False when
     there is no calibration.
     """
-    from dpda.metrics.calibration import calibrated_probability
-
     if isinstance(model_path, Scorer):
         scorer = model_path
     else:
@@ -159,14 +103,9 @@ def detect_files(
         if not math.isfinite(score):
             results.append({"file": name, "error": f"model produced a non-finite score ({score})"})
             continue
-        prob = None if cal is None else float(calibrated_probability(score, cal["a"], cal["b"]))
-        decision = "bonafide" if score >= thr else "spoof"
         results.append({
             "file": name,
-            "score": score,
-            "probability": prob,
-            "decision": decision,
-            "probability_disagrees": prob is not None and (prob >= 0.5) != (decision == "bonafide"),
+            **decide(score, thr, cal),
             "warnings": audio_warnings(waveform, scorer.sample_rate, scorer.crop_samples),
         })
     return {
