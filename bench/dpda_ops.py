@@ -6,7 +6,8 @@ launches, not the arithmetic. This benchmark counts, per procedure of
 ``bench/dpda_step.py`` (plain, public, joint, split, split_1pass, ...), the
 ATen operators a step dispatches, with a ``TorchDispatchMode``, leaving out
 views and operators that only make or relabel tensors (``OpOverload.is_view``,
-``empty*``, ``detach``, ``alias``, ``lift_fresh``): what is left launches a
+``empty*``, ``detach``, ``alias``, ``lift_fresh``, and ``_local_scalar_dense``, a host read of a
+scalar that is a copy, not a kernel): what is left launches a
 kernel on a GPU (or runs a loop on a CPU). Counting is exact and the same on
 every machine for a given torch version; any CPU can run it.
 

@@ -167,7 +167,6 @@ class DualPathEngine:
         self.one_pass_fallback: Optional[str] = None
         self._one_pass: Optional[OnePassSplit] = None
         self._one_pass_worked = False
-        self._one_pass_losses: Tuple[torch.Tensor, torch.Tensor] = ()  # type: ignore[assignment]
         if mode == "split" and one_pass is not False:
             reason = unsupported_reason(model)
             if reason is None:
@@ -248,8 +247,8 @@ class DualPathEngine:
             loss_aug = self.loss_fn(logits[b:], target)
             self._backward_into(loss_orig, 0, retain_graph=True)
             self._backward_into(loss_aug, 1, retain_graph=False)
-        elif self._use_one_pass(x.device) and self._one_pass_split(x, x_aug, target):
-            loss_orig, loss_aug = self._one_pass_losses
+        elif self._use_one_pass(x.device) and (one_pass_losses := self._one_pass_split(x, x_aug, target)):
+            loss_orig, loss_aug = one_pass_losses
         else:
             with self._autocast(x):
                 logits = model_logits(self.model(x))
@@ -268,9 +267,12 @@ class DualPathEngine:
             losses.div_(self.world_size)
         return self._align(buf, float(losses[0]), float(losses[1]))
 
-    def _one_pass_split(self, x: torch.Tensor, x_aug: torch.Tensor, target: torch.Tensor) -> bool:
-        """Both split-mode rows of the buffer from one batched pass; False if the model cannot be batched
-        (only ever on the first try: the random-number state is restored, and the engine falls back)."""
+    def _one_pass_split(
+        self, x: torch.Tensor, x_aug: torch.Tensor, target: torch.Tensor
+    ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """Both split-mode rows of the buffer from one batched pass; returns the two path losses, or None if
+        the model cannot be batched (only ever on the first try: the random-number state is restored, and the
+        engine falls back)."""
         assert self._one_pass is not None and self._buffer is not None
         scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
         rng = _rng_state(x.device)
@@ -281,13 +283,12 @@ class DualPathEngine:
                 raise
             _set_rng_state(x.device, rng)
             self._fall_back(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-            return False
+            return None
         self._one_pass_worked = True
         received = [g is not None for g in grads]
         self._received = [received, list(received)]
         write_flat(self._buffer, grads, self.params)
-        self._one_pass_losses = (loss_orig, loss_aug)
-        return True
+        return loss_orig, loss_aug
 
     def _align(self, buf: torch.Tensor, loss_orig: float, loss_aug: float) -> StepOutput:
         if self.loss_scaler is not None:
