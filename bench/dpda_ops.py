@@ -6,8 +6,9 @@ launches, not the arithmetic. This benchmark counts, per procedure of
 ``bench/dpda_step.py`` (plain, public, joint, split, split_1pass, ...), the
 ATen operators a step dispatches, with a ``TorchDispatchMode``, leaving out
 views and operators that only make or relabel tensors (``OpOverload.is_view``,
-``empty*``, ``detach``, ``alias``, ``lift_fresh``, and ``_local_scalar_dense``, a host read of a
-scalar that is a copy, not a kernel): what is left launches a
+``empty*``, ``detach``, ``alias``, ``lift_fresh``, ``_unsafe_view`` (a view that autograd
+does not track as one: ``matmul`` and ``reshape`` return it; it never copies) and
+``_local_scalar_dense``, a host read of a scalar that is a copy, not a kernel): what is left launches a
 kernel on a GPU (or runs a loop on a CPU). Counting is exact and the same on
 every machine for a given torch version; any CPU can run it.
 
@@ -45,7 +46,7 @@ from dpda.train import weighted_cross_entropy  # noqa: E402
 
 #: operators that allocate or relabel without computing (not counted besides views)
 NOT_LAUNCHING = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "detach", "alias",
-                           "lift_fresh", "lift_fresh_copy", "_local_scalar_dense"})
+                           "lift_fresh", "lift_fresh_copy", "_local_scalar_dense", "_unsafe_view"})
 DEFAULT_MODELS = ("aasist-l", "xlsr_conformer_tcm", "xlsr_aasist")
 DEFAULT_PROCS = ("plain", "public", "joint", "split", "split_1pass")
 #: targets of issue 12 (ratio to plain)

@@ -49,9 +49,11 @@ def running_stats(model: nn.Module):
     return {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["kernels", "generic"])
 @pytest.mark.parametrize("name", ["aasist-l", "xlsr_conformer_tcm", "xlsr_aasist"])
-def test_one_pass_equals_two_passes_in_float64(name):
-    """Per-path gradients and BatchNorm running statistics equal two separate passes (float64: to 1e-9)."""
+def test_one_pass_equals_two_passes_in_float64(name, kernels):
+    """Per-path gradients and BatchNorm running statistics equal two separate passes (float64: to 1e-9), with the
+    per-layer kernels (dpda.train.path_kernels) and with functorch's generic rules only."""
     torch.manual_seed(0)
     model = without_dropout(build_model(name, **FAMILIES[name])).double().train()
     x, x_aug, y = (t.double() if t.is_floating_point() else t for t in batch(b=3, t=16000))
@@ -62,11 +64,13 @@ def test_one_pass_equals_two_passes_in_float64(name):
         out = ref_model(inp)
         ref.append(torch.autograd.grad(loss64(out[0] if isinstance(out, tuple) else out, y), params, allow_unused=True))
     one_model = copy.deepcopy(model)
-    loss_orig, loss_aug, grads = OnePassSplit(one_model, trainable(one_model))(x, x_aug, y, loss64, contextlib.nullcontext)
+    one_pass = OnePassSplit(one_model, trainable(one_model), kernels=kernels)
+    loss_orig, loss_aug, rows = one_pass(x, x_aug, y, loss64, contextlib.nullcontext)
+    assert bool(one_pass.last_routed) == kernels, one_pass.last_routed
     for path in range(2):
-        for r, g, p in zip(ref[path], grads, params):
+        for r, g, p in zip(ref[path], rows[path], params):
             want = torch.zeros_like(p) if r is None else r
-            got = torch.zeros_like(p) if g is None else g[path]
+            got = torch.zeros_like(p) if g is None else g
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     want_stats, got_stats = running_stats(ref_model), running_stats(one_model)
     assert want_stats and want_stats.keys() == got_stats.keys()

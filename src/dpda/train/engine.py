@@ -167,6 +167,7 @@ class DualPathEngine:
         self.one_pass_fallback: Optional[str] = None
         self._one_pass: Optional[OnePassSplit] = None
         self._one_pass_worked = False
+        self._zero_parts: Dict[Tuple[int, int], torch.Tensor] = {}  # write_flat's zeros of unused parameters
         if mode == "split" and one_pass is not False:
             reason = unsupported_reason(model)
             if reason is None:
@@ -227,7 +228,7 @@ class DualPathEngine:
         grads = torch.autograd.grad(loss * scale if scale != 1.0 else loss, self.params,
                                     retain_graph=retain_graph, allow_unused=True)
         self._received[row] = [g is not None for g in grads]
-        write_flat(buf[row], grads, self.params)
+        write_flat(buf[row], grads, self.params, self._zero_parts)
 
     def compute_gradients(self, x: torch.Tensor, x_aug: torch.Tensor, target: torch.Tensor) -> StepOutput:
         """Both path gradients, aligned, into ``param.grad``; does not step the optimizer.
@@ -277,7 +278,7 @@ class DualPathEngine:
         scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
         rng = _rng_state(x.device)
         try:
-            loss_orig, loss_aug, grads = self._one_pass(x, x_aug, target, self.loss_fn, lambda: self._autocast(x), scale)
+            loss_orig, loss_aug, rows = self._one_pass(x, x_aug, target, self.loss_fn, lambda: self._autocast(x), scale)
         except Exception as e:  # noqa: BLE001 - any failure of the first try means "cannot batch this model"
             if self._one_pass_worked:
                 raise
@@ -285,9 +286,9 @@ class DualPathEngine:
             self._fall_back(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             return None
         self._one_pass_worked = True
-        received = [g is not None for g in grads]
-        self._received = [received, list(received)]
-        write_flat(self._buffer, grads, self.params)
+        self._received = [[g is not None for g in row] for row in rows]
+        for k in range(2):
+            write_flat(self._buffer[k], rows[k], self.params, self._zero_parts)
         return loss_orig, loss_aug
 
     def _align(self, buf: torch.Tensor, loss_orig: float, loss_aug: float) -> StepOutput:
@@ -365,16 +366,30 @@ def _set_rng_state(device: torch.device, state: Tuple[torch.Tensor, Optional[tor
         torch.cuda.set_rng_state(state[1], device)
 
 
-def write_flat(out: torch.Tensor, grads: Sequence[Optional[torch.Tensor]], params: Sequence[nn.Parameter]) -> None:
+def write_flat(out: torch.Tensor, grads: Sequence[Optional[torch.Tensor]], params: Sequence[nn.Parameter],
+               zeros: Optional[Dict[Tuple[int, int], torch.Tensor]] = None) -> None:
     """Flatten ``grads`` (one per parameter; None = no gradient, written as zeros) into ``out`` with one ``cat``.
 
     ``out`` is a row ``(P,)`` of the engine's buffer with gradients shaped like
     the parameters, or the whole buffer ``(2, P)`` with gradients ``(2,
     *shape)`` (both paths at once). Gradients of another dtype (a
-    low-precision model) are converted.
+    low-precision model) are converted. ``zeros``: a cache of the zero parts
+    (never written to), so a parameter that never gets a gradient (an unused
+    layer) costs no operator per step.
     """
     lead = tuple(out.shape[:-1])
-    parts = [g.reshape(*lead, -1) if g is not None else out.new_zeros(*lead, p.numel()) for g, p in zip(grads, params)]
+    parts = []
+    for i, (g, p) in enumerate(zip(grads, params)):
+        if g is not None:
+            parts.append(g.reshape(*lead, -1))
+            continue
+        key = (i, len(lead))
+        z = zeros.get(key) if zeros is not None else None
+        if z is None or z.dtype != out.dtype or z.device != out.device:
+            z = out.new_zeros(*lead, p.numel())
+            if zeros is not None:
+                zeros[key] = z
+        parts.append(z)
     if all(t.dtype == out.dtype for t in parts):
         torch.cat(parts, dim=-1, out=out)
     else:

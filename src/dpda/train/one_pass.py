@@ -47,6 +47,8 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, vmap
 
+from dpda.train.path_kernels import PathKernels, leaf_pairs
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -68,8 +70,10 @@ class OnePassSplit:
         params: its trainable parameters, in the engine's order.
     """
 
-    def __init__(self, model: nn.Module, params: Sequence[nn.Parameter]) -> None:
+    def __init__(self, model: nn.Module, params: Sequence[nn.Parameter], kernels: bool = True) -> None:
         self.model = model
+        self.kernels = kernels
+        self.last_routed: Dict[str, int] = {}  # layers the kernels ran in the last call, per function
         ids = {id(p): i for i, p in enumerate(params)}
         self.trainable: List[Tuple[str, int]] = []  # (name, index into params)
         self.frozen: List[str] = []
@@ -88,9 +92,9 @@ class OnePassSplit:
         loss_fn: LossFn,
         autocast: Callable[[], object],
         scale: float = 1.0,
-    ) -> Tuple[torch.Tensor, torch.Tensor, List[Optional[torch.Tensor]]]:
-        """``(loss_orig, loss_aug, grads)``: ``grads[i]`` is ``(2, *params[i].shape)`` (row k = path k,
-        times ``scale``) or None where the parameter got no gradient.
+    ) -> Tuple[torch.Tensor, torch.Tensor, List[List[Optional[torch.Tensor]]]]:
+        """``(loss_orig, loss_aug, rows)``: ``rows[k][i]`` is path k's gradient of ``params[i]`` (times
+        ``scale``), or None where the parameter got no gradient.
 
         Args: x, x_aug: (B, T) waveforms; target: (B,) class indices; ``autocast()`` gives the
         forward's autocast context; ``scale``: the fp16 loss scale.
@@ -100,13 +104,29 @@ class OnePassSplit:
         trainable = {name: stacked[i] for name, i in self.trainable}
         named_params = dict(model.named_parameters())
         frozen = {name: named_params[name] for name in self.frozen}
-        bn_names, bn_tensors, bn_stacked, momenta = self._stack_bn_buffers()
+        with autocast():
+            # the per-layer kernels repeat no autocast casts: under autocast every layer keeps the generic rule
+            use_kernels = self.kernels and not torch.is_autocast_enabled(x.device.type)
+        pairs = leaf_pairs(self.params) if use_kernels else []
+        if use_kernels:  # BatchNorm kernels update the model's own running statistics, half 0 then half 1
+            bn_names, bn_tensors, bn_stacked, momenta = [], [], [], []
+            counters = self._bn_counters()
+            before = torch._foreach_add(counters, 0) if counters else []
+        else:
+            bn_names, bn_tensors, bn_stacked, momenta = self._stack_bn_buffers()
         updated = set(bn_names)
         other_buffers = {n: b for n, b in model.named_buffers() if n not in updated}
         per_path = dict(zip(bn_names, bn_stacked))
+        self.last_routed = {}
 
         def one_path(weights: Dict[str, torch.Tensor], running: Dict[str, torch.Tensor], waveforms: torch.Tensor):
-            out = functional_call(model, (weights, frozen, running, other_buffers), (waveforms,))
+            if not use_kernels:
+                out = functional_call(model, (weights, frozen, running, other_buffers), (waveforms,))
+            else:
+                mode = PathKernels({id(weights[name]): pairs[i] for name, i in self.trainable})
+                with mode:
+                    out = functional_call(model, (weights, frozen, running, other_buffers), (waveforms,))
+                self.last_routed = mode.routed
             return out[0] if isinstance(out, (tuple, list)) else out
 
         with autocast():
@@ -114,9 +134,28 @@ class OnePassSplit:
         loss_orig = loss_fn(logits[0], target)
         loss_aug = loss_fn(logits[1], target)
         total = loss_orig + loss_aug
-        grads = torch.autograd.grad(total * scale if scale != 1.0 else total, stacked, allow_unused=True)
-        self._write_back_bn(bn_names, bn_tensors, bn_stacked, momenta)
-        return loss_orig, loss_aug, list(grads)
+        inputs = stacked + [leaf for pair in pairs for leaf in pair]
+        grads = torch.autograd.grad(total * scale if scale != 1.0 else total, inputs, allow_unused=True)
+        if use_kernels:
+            self._count_bn_passes(counters, before)
+        else:
+            self._write_back_bn(bn_names, bn_tensors, bn_stacked, momenta)
+        return loss_orig, loss_aug, self._rows(grads)
+
+    def _rows(self, grads: Sequence[Optional[torch.Tensor]]) -> List[List[Optional[torch.Tensor]]]:
+        """Each path's gradient per parameter: row k of the stacked view's gradient (generic uses), plus
+        leaf alias k's gradient (the kernels' layers)."""
+        n = len(self.params)
+        rows: List[List[Optional[torch.Tensor]]] = [[], []]
+        for i in range(n):
+            g = grads[i]
+            for k in range(2):
+                part = g[k] if g is not None else None
+                if len(grads) > n:
+                    leaf = grads[n + 2 * i + k]
+                    part = leaf if part is None else (part if leaf is None else part + leaf)
+                rows[k].append(part)
+        return rows
 
     # -- BatchNorm running statistics ---------------------------------------------------------------
 
@@ -137,6 +176,17 @@ class OnePassSplit:
                     momenta.append(float(m.momentum))  # None is refused by unsupported_reason
         stacked = [t.unsqueeze(0).expand(2, *t.shape).clone() for t in tensors]
         return names, tensors, stacked, momenta
+
+    def _bn_counters(self) -> List[torch.Tensor]:
+        return [m.num_batches_tracked for m in self.model.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training
+                and m.num_batches_tracked is not None]
+
+    @torch.no_grad()
+    def _count_bn_passes(self, counters: List[torch.Tensor], before: List[torch.Tensor]) -> None:
+        """A BatchNorm module that ran counted one batch (its own ``+= 1``); two passes count two."""
+        if counters:
+            torch._foreach_add_(counters, torch._foreach_sub(counters, before))
 
     @torch.no_grad()
     def _write_back_bn(self, names: List[str], tensors: List[torch.Tensor], stacked: List[torch.Tensor],

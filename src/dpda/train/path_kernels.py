@@ -1,0 +1,316 @@
+"""Per-layer kernels of the one-pass split: each layer dispatched once for both paths.
+
+Inside :class:`~dpda.train.one_pass.OnePassSplit`'s ``vmap`` over the two
+paths, functorch batches a layer whose weight is a ``(2, *shape)`` expanded view
+with generic rules: a linear layer becomes a copy of its input plus a ``bmm``,
+a BatchNorm a dozen operators (moving the path axis into the channels and
+back). On a launch-bound GPU each of those operators costs about a kernel
+launch. This module gives the common layers their own rule instead:
+
+* the layer runs ONCE on the physical ``(2B, ...)`` batch with the shared weight
+  (both views hold the same values), and
+* its backward returns a separate gradient for each path's copy of the weight
+  (two leaf aliases ``w0``, ``w1`` of the parameter), which is what the split
+  mode needs: path ``k``'s gradient from path ``k``'s half of the batch.
+
+Operators per layer against a plain forward/backward of the 2B batch:
+
+=============== =========================== ===============================
+layer           plain (fwd + bwd)           here
+=============== =========================== ===============================
+linear          addmm + 2 mm + sum          same (weight gradient: one bmm)
+conv1d / conv2d conv + conv_backward        conv + 3 conv_backward (input,
+                                            then each half's weight)
+layer/group norm norm + norm_backward       norm + 3 norm_backward
+batch norm      bn + bn_backward            2 bn (each half's statistics,
+                                            running statistics updated half 0
+                                            then half 1, as two passes) +
+                                            2 bn_backward + cat
+=============== =========================== ===============================
+
+Layers are recognised by the function they call (``F.linear``, ``F.conv1d``,
+``F.conv2d``, ``F.layer_norm``, ``F.group_norm``, ``F.batch_norm``) with a
+trainable parameter of the model as weight; anything else (a parameter used
+in a matmul, a weight computed from parameters, string padding, autocast)
+keeps functorch's generic rule, so the result is the same either way.
+
+Units and shapes: ``x`` is the physical batch ``(2, B, ...)`` (path, utterance,
+layer dims); every gradient has its parameter's shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch._C._functorch import is_batchedtensor
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
+
+Pair = Tuple[torch.Tensor, torch.Tensor]
+aten = torch.ops.aten
+
+
+def _tuple(v: Any, n: int) -> List[int]:
+    return list(v) if isinstance(v, (tuple, list)) else [int(v)] * n
+
+
+def _halves(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    return t[0], t[1]
+
+
+# -- physical kernels (ordinary autograd Functions on the (2, B, ...) batch) ---------------------------------------
+
+
+class _Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w0, w1, b0, b1):
+        ctx.save_for_backward(x, w0)
+        ctx.has_bias = b0 is not None
+        return F.linear(x, w0, b0)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gx = g.matmul(w) if ctx.needs_input_grad[0] else None
+        g3 = g.reshape(2, -1, g.shape[-1])
+        gw = torch.bmm(g3.transpose(1, 2), x.reshape(2, -1, x.shape[-1]))
+        gb = g3.sum(1) if ctx.has_bias else (None, None)
+        return gx, gw[0], gw[1], gb[0], gb[1]
+
+
+class _Conv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w0, w1, b0, b1, stride, padding, dilation, groups):
+        n = w0.dim() - 2
+        ctx.geometry = (_tuple(stride, n), _tuple(padding, n), _tuple(dilation, n), groups)
+        ctx.bias_sizes = [w0.shape[0]] if b0 is not None else None
+        ctx.save_for_backward(x, w0)
+        flat = x.flatten(0, 1)
+        conv = F.conv1d if n == 1 else F.conv2d
+        y = conv(flat, w0, b0, stride, padding, dilation, groups)
+        return y.unflatten(0, x.shape[:2])
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.geometry
+        n = len(stride)
+        geo = (stride, padding, dilation, False, [0] * n, groups)
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = aten.convolution_backward(g.flatten(0, 1), x.flatten(0, 1), w, None, *geo,
+                                           [True, False, False])[0].unflatten(0, x.shape[:2])
+        has_bias = ctx.bias_sizes is not None
+        out = []
+        for h in range(2):
+            _, gw, gb = aten.convolution_backward(g[h], x[h], w, ctx.bias_sizes, *geo, [False, True, has_bias])
+            out.append((gw, gb))
+        return gx, out[0][0], out[1][0], out[0][1], out[1][1], None, None, None, None
+
+
+class _PerSampleNorm(torch.autograd.Function):
+    """Layer norm / group norm / BatchNorm in eval mode: statistics per utterance (or fixed), so the forward
+    runs on the whole batch; the affine parameters' gradients are taken per half."""
+
+    @staticmethod
+    def forward(ctx, x, w0, w1, b0, b1, kind, spec):
+        ctx.kind, ctx.spec = kind, spec
+        flat = x.flatten(0, 1)
+        if kind == "layer":
+            y, mean, rstd = aten.native_layer_norm(flat, spec[0], w0, b0, spec[1])
+        elif kind == "group":
+            c, groups, eps = spec
+            n = flat.shape[0]
+            y, mean, rstd = aten.native_group_norm(flat, w0, b0, n, c, flat.numel() // max(n * c, 1), groups, eps)
+        else:  # "batch_eval": spec = (running_mean, running_var, eps)
+            y, mean, rstd = aten.native_batch_norm(flat, w0, b0, spec[0], spec[1], False, 0.0, spec[2])
+        ctx.save_for_backward(x, w0, b0, mean, rstd)
+        return y.unflatten(0, x.shape[:2])
+
+    @staticmethod
+    def _backward(ctx, g, x, w, b, mean, rstd, mask):
+        kind, spec = ctx.kind, ctx.spec
+        if kind == "layer":
+            return aten.native_layer_norm_backward(g, x, spec[0], mean, rstd, w, b, mask)
+        if kind == "group":
+            c, groups, _ = spec
+            n = x.shape[0]
+            return aten.native_group_norm_backward(g, x, mean, rstd, w, n, c, x.numel() // max(n * c, 1), groups, mask)
+        return aten.native_batch_norm_backward(g, x, w, spec[0], spec[1], mean, rstd, False, spec[2], mask)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, b, mean, rstd = ctx.saved_tensors
+        mask_wb = [False, w is not None, b is not None]
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = _PerSampleNorm._backward(ctx, g.flatten(0, 1), x.flatten(0, 1), w, b, mean, rstd,
+                                          [True, False, False])[0].unflatten(0, x.shape[:2])
+        two = x.shape[0] * x.shape[1]
+        per = []
+        for h in range(2):
+            if ctx.kind == "layer":  # mean / rstd: (2B..., 1) like x without the normalised dims
+                m, r = mean.unflatten(0, x.shape[:2])[h], rstd.unflatten(0, x.shape[:2])[h]
+            elif ctx.kind == "group":  # (N, groups)
+                m, r = mean.view(2, two // 2, -1)[h], rstd.view(2, two // 2, -1)[h]
+            else:  # eval BatchNorm: no saved statistics are used
+                m, r = mean, rstd
+            _, gw, gb = _PerSampleNorm._backward(ctx, g[h], x[h], w, b, m, r, mask_wb)
+            per.append((gw, gb))
+        return gx, per[0][0], per[1][0], per[0][1], per[1][1], None, None
+
+
+class _BatchNormTrain(torch.autograd.Function):
+    """BatchNorm in training mode with each half's own batch statistics; running statistics (if any) are
+    updated by half 0, then by half 1 (what two passes do)."""
+
+    @staticmethod
+    def forward(ctx, x, w0, w1, b0, b1, running_mean, running_var, momentum, eps):
+        y = x.new_empty(x.shape)
+        c = x.shape[2]
+        save_mean = x.new_empty(2, c, dtype=torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype)
+        save_invstd = torch.empty_like(save_mean)
+        for h in range(2):
+            aten.native_batch_norm.out(x[h], w0, b0, running_mean, running_var, True, momentum, eps,
+                                       out=y[h], save_mean=save_mean[h], save_invstd=save_invstd[h])
+        ctx.eps = eps
+        ctx.save_for_backward(x, w0, save_mean, save_invstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, save_mean, save_invstd = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], w is not None, w is not None]
+        per = [aten.native_batch_norm_backward(g[h], x[h], w, None, None, save_mean[h], save_invstd[h], True,
+                                               ctx.eps, mask) for h in range(2)]
+        gx = torch.stack([per[0][0], per[1][0]]) if mask[0] else None
+        return gx, per[0][1], per[1][1], per[0][2], per[1][2], None, None, None, None
+
+
+# -- vmap entry points: receive the logical (per-path) call, run the physical kernel once --------------------------
+
+
+def _vmapped(kernel: type) -> type:
+    """An autograd.Function usable only under ``vmap`` whose rule calls ``kernel`` on the physical batch (the
+    batched input first, every other argument unbatched)."""
+
+    class Entry(torch.autograd.Function):
+        @staticmethod
+        def forward(*args):
+            raise RuntimeError("dpda.train.path_kernels: only callable under vmap")
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            return None
+
+        @staticmethod
+        def backward(ctx, *grads):
+            raise RuntimeError("dpda.train.path_kernels: the physical kernel's backward is used")
+
+        @staticmethod
+        def vmap(info, in_dims, x, *rest):
+            if any(d is not None for d in tree_leaves(in_dims[1:])):
+                raise RuntimeError("dpda.train.path_kernels: only the layer input may be batched")
+            return kernel.apply(x.movedim(in_dims[0], 0), *rest), 0
+
+    Entry.__name__ = f"Vmapped{kernel.__name__}"
+    return Entry
+
+
+_VLinear = _vmapped(_Linear)
+_VConv = _vmapped(_Conv)
+_VPerSampleNorm = _vmapped(_PerSampleNorm)
+_VBatchNormTrain = _vmapped(_BatchNormTrain)
+
+
+class PathKernels(TorchFunctionMode):
+    """Routes the layers of a vmapped split-mode forward to the kernels above.
+
+    Args:
+        pairs: ``id(batched weight) -> (w0, w1)``: for every trainable parameter, the batched tensor the model
+            sees inside the vmap and the two leaf aliases whose gradients are the paths' gradients.
+    """
+
+    def __init__(self, pairs: Dict[int, Pair]) -> None:
+        super().__init__()
+        self.pairs = pairs
+        self.routed: Dict[str, int] = {}
+        self._handlers: Dict[Callable, Callable] = {
+            F.linear: self._linear, F.conv1d: self._conv, F.conv2d: self._conv,
+            F.layer_norm: self._layer_norm, F.group_norm: self._group_norm, F.batch_norm: self._batch_norm,
+        }
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        handler = self._handlers.get(func)
+        if handler is not None:
+            out = handler(*args, **kwargs)
+            if out is not NotImplemented:
+                self.routed[func.__name__] = self.routed.get(func.__name__, 0) + 1
+                return out
+        return func(*args, **kwargs)
+
+    def _affine(self, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor]) -> Optional[List[Any]]:
+        """``[w0, w1, b0, b1]``: a trainable parameter's two leaf aliases, or an unbatched tensor (a frozen
+        parameter, None) twice; None when one of them is computed from trainable parameters (or under
+        autocast, whose casts the kernels do not repeat)."""
+        if weight is None or is_batchedtensor(weight) and id(weight) not in self.pairs:
+            return None
+        out: List[Any] = []
+        for t in (weight, bias):
+            pair = self.pairs.get(id(t)) if t is not None else None
+            if pair is None and t is not None and is_batchedtensor(t):
+                return None
+            out.append(pair if pair is not None else (t, t))
+        if torch.is_autocast_enabled(weight.device.type):
+            return None
+        return [out[0][0], out[0][1], out[1][0], out[1][1]]
+
+    def _linear(self, input, weight, bias=None):
+        affine = self._affine(weight, bias)
+        if affine is None or not is_batchedtensor(input):
+            return NotImplemented
+        return _VLinear.apply(input, *affine)
+
+    def _conv(self, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        affine = self._affine(weight, bias)
+        if affine is None or isinstance(padding, str) or not is_batchedtensor(input) or input.dim() != weight.dim():
+            return NotImplemented
+        return _VConv.apply(input, *affine, stride, padding, dilation, groups)
+
+    def _layer_norm(self, input, normalized_shape, weight=None, bias=None, eps=1e-5):
+        affine = self._affine(weight, bias)
+        if affine is None or not is_batchedtensor(input):
+            return NotImplemented
+        return _VPerSampleNorm.apply(input, *affine, "layer", (list(normalized_shape), eps))
+
+    def _group_norm(self, input, num_groups, weight=None, bias=None, eps=1e-5):
+        affine = self._affine(weight, bias)
+        if affine is None or not is_batchedtensor(input) or input.dim() < 2:
+            return NotImplemented
+        return _VPerSampleNorm.apply(input, *affine, "group", (input.shape[1], num_groups, eps))
+
+    def _batch_norm(self, input, running_mean, running_var, weight=None, bias=None, training=False,
+                    momentum=0.1, eps=1e-5):
+        if not is_batchedtensor(input) or input.dim() < 2:
+            return NotImplemented
+        if weight is None and bias is None:
+            affine: Optional[List[Any]] = [None, None, None, None]
+            if torch.is_autocast_enabled(input.device.type):
+                return NotImplemented
+        else:
+            affine = self._affine(weight, bias)
+        if affine is None or any(t is not None and is_batchedtensor(t) for t in (running_mean, running_var)):
+            return NotImplemented
+        if training or running_mean is None:
+            return _VBatchNormTrain.apply(input, *affine, running_mean, running_var, momentum, eps)
+        if affine[0] is None:
+            return NotImplemented
+        return _VPerSampleNorm.apply(input, *affine, "batch_eval", (running_mean, running_var, eps))
+
+
+def leaf_pairs(params: Sequence[torch.Tensor]) -> List[Pair]:
+    """Two leaf aliases per parameter (no copy): the paths' copies whose gradients the kernels return."""
+    return [(p.detach().requires_grad_(), p.detach().requires_grad_()) for p in params]

@@ -1,0 +1,228 @@
+"""The one-pass split's per-layer kernels (dpda.train.path_kernels): each layer kind, on its own and mixed with
+parameters the kernels leave to functorch, gives each path exactly its two-pass gradient (float64) and the
+running statistics two passes give; layers they cannot take (string padding, a weight computed from parameters,
+autocast) keep the generic rule, with the same result."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Callable, Dict
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dpda.train.one_pass import OnePassSplit
+from tests.devices import on_devices
+
+
+def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y)
+
+
+class Net(nn.Module):
+    """``pre`` shapes the (N, 240) waveforms for ``layer``; a generic parameter (``scale``, used by a plain
+    multiplication) and a linear head follow, so every test also mixes kernel and generic gradients."""
+
+    def __init__(self, layer: nn.Module, pre: Callable[[torch.Tensor], torch.Tensor], features: int) -> None:
+        super().__init__()
+        self.layer, self.pre = layer, pre
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, features))
+        self.head = nn.Linear(features, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.layer(self.pre(x))
+        h = h.flatten(2).mean(-1) if h.dim() > 2 else h
+        return self.head(torch.tanh(h) * self.scale)
+
+
+def seq(n: int, c: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: x.view(x.shape[0], c, -1)
+
+
+def tokens(d: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: x.view(x.shape[0], -1, d).transpose(1, 2).transpose(1, 2)  # (N, T, d), strided
+
+
+def image(c: int, h: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: x.view(x.shape[0], c, h, -1)
+
+
+class Tokens(nn.Module):
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):  # (N, T, d) -> (N, d, T) for the mean over time
+        return self.layer(x).transpose(1, 2)
+
+
+CASES: Dict[str, Callable[[], Net]] = {
+    "linear": lambda: Net(Tokens(nn.Linear(8, 6)), tokens(8), 6),
+    "linear_no_bias": lambda: Net(Tokens(nn.Linear(8, 6, bias=False)), tokens(8), 6),
+    "conv1d": lambda: Net(nn.Conv1d(4, 6, 5, stride=2, padding=2, dilation=2), seq(0, 4), 6),
+    "conv1d_groups_no_bias": lambda: Net(nn.Conv1d(4, 6, 3, groups=2, bias=False), seq(0, 4), 6),
+    "conv1d_reflect": lambda: Net(nn.Conv1d(4, 6, 3, padding=1, padding_mode="reflect"), seq(0, 4), 6),
+    "conv2d": lambda: Net(nn.Conv2d(2, 5, (3, 2), stride=(1, 2), padding=(1, 0)), image(2, 6), 5),
+    "layer_norm": lambda: Net(Tokens(nn.LayerNorm(8)), tokens(8), 8),
+    "group_norm": lambda: Net(nn.GroupNorm(2, 4), seq(0, 4), 4),
+    "batch_norm1d": lambda: Net(nn.BatchNorm1d(4), seq(0, 4), 4),
+    "batch_norm2d": lambda: Net(nn.BatchNorm2d(2), image(2, 6), 2),
+    "batch_norm_no_affine": lambda: Net(nn.BatchNorm1d(4, affine=False), seq(0, 4), 4),
+    "batch_norm_no_running_stats": lambda: Net(nn.BatchNorm1d(4, track_running_stats=False), seq(0, 4), 4),
+}
+#: the functions each case must route to the kernels (the head's F.linear is routed in every case)
+ROUTED = {
+    "linear": {"linear": 2}, "linear_no_bias": {"linear": 2}, "conv1d": {"conv1d": 1, "linear": 1},
+    "conv1d_groups_no_bias": {"conv1d": 1, "linear": 1}, "conv1d_reflect": {"conv1d": 1, "linear": 1},
+    "conv2d": {"conv2d": 1, "linear": 1}, "layer_norm": {"layer_norm": 1, "linear": 1},
+    "group_norm": {"group_norm": 1, "linear": 1}, "batch_norm1d": {"batch_norm": 1, "linear": 1},
+    "batch_norm2d": {"batch_norm": 1, "linear": 1}, "batch_norm_no_affine": {"batch_norm": 1, "linear": 1},
+    "batch_norm_no_running_stats": {"batch_norm": 1, "linear": 1},
+}
+
+
+def two_pass(model: nn.Module, x, x_aug, y):
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [torch.autograd.grad(ce(model(inp), y), params, allow_unused=True) for inp in (x, x_aug)]
+
+
+def one_pass(model: nn.Module, x, x_aug, y, kernels: bool = True, autocast=contextlib.nullcontext):
+    params = [p for p in model.parameters() if p.requires_grad]
+    op = OnePassSplit(model, params, kernels=kernels)
+    lo, la, rows = op(x, x_aug, y, ce, autocast)
+    return rows, op.last_routed, (lo, la)
+
+
+def data(device: str, dtype=torch.float64, n: int = 3):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 240, generator=g, dtype=dtype).to(device)
+    x_aug = (x + 0.3 * torch.randn(n, 240, generator=g, dtype=dtype).to(device)) * 1.7
+    y = torch.tensor([0, 1, 1][:n], device=device)
+    return x, x_aug, y
+
+
+def assert_rows_equal(rows, ref, model):
+    params = [p for p in model.parameters() if p.requires_grad]
+    for k in range(2):
+        for got, want, p in zip(rows[k], ref[k], params):
+            got = torch.zeros_like(p) if got is None else got
+            want = torch.zeros_like(p) if want is None else want
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def buffers(model: nn.Module):
+    return {k: v.clone() for k, v in model.named_buffers()}
+
+
+@on_devices
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_layer_gives_each_path_its_two_pass_gradient(device, case):
+    torch.manual_seed(0)
+    model = CASES[case]().double().to(device).train()
+    x, x_aug, y = data(device)
+    ref_model, one_model = copy.deepcopy(model), copy.deepcopy(model)
+    ref = two_pass(ref_model, x, x_aug, y)
+    rows, routed, _ = one_pass(one_model, x, x_aug, y)
+    assert routed == ROUTED[case]
+    assert_rows_equal(rows, ref, model)
+    want, got = buffers(ref_model), buffers(one_model)
+    assert want.keys() == got.keys()
+    for k in want:  # running mean / var after two sequential updates; num_batches_tracked + 2
+        torch.testing.assert_close(got[k], want[k], rtol=1e-12, atol=1e-14, msg=k)
+
+
+@on_devices
+def test_batch_norm_in_eval_mode_and_frozen_affine(device):
+    """A BatchNorm in eval mode (running statistics used, not updated) and one whose affine parameters are
+    frozen (the input gradient still flows through the kernel)."""
+    torch.manual_seed(0)
+    layer = nn.Sequential(nn.Conv1d(4, 4, 3, padding=1), nn.BatchNorm1d(4), nn.BatchNorm1d(4))
+    model = Net(layer, seq(0, 4), 4).double().to(device).train()
+    with torch.no_grad():
+        layer[1].running_mean.uniform_(-1, 1)
+        layer[1].running_var.uniform_(0.5, 2)
+    layer[1].eval()
+    layer[2].weight.requires_grad_(False)
+    layer[2].bias.requires_grad_(False)
+    x, x_aug, y = data(device)
+    ref_model, one_model = copy.deepcopy(model), copy.deepcopy(model)
+    ref = two_pass(ref_model, x, x_aug, y)
+    rows, routed, _ = one_pass(one_model, x, x_aug, y)
+    assert routed == {"conv1d": 1, "batch_norm": 2, "linear": 1}
+    assert_rows_equal(rows, ref, model)
+    for k, v in buffers(ref_model).items():
+        torch.testing.assert_close(buffers(one_model)[k], v, rtol=1e-12, atol=1e-14, msg=k)
+
+
+class DerivedWeight(nn.Module):
+    """A weight computed from parameters (as weight_norm does) and string padding: the generic rule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.v = nn.Parameter(torch.randn(4, 4, 3))
+        self.g = nn.Parameter(torch.ones(4, 1, 1))
+        self.same = nn.Conv1d(4, 4, 3, padding="same")
+
+    def forward(self, x):
+        w = self.g * self.v / self.v.norm(dim=(1, 2), keepdim=True)
+        return self.same(F.conv1d(x, w, padding=1))
+
+
+@on_devices
+def test_layers_the_kernels_cannot_take_keep_the_generic_rule(device):
+    torch.manual_seed(0)
+    model = Net(DerivedWeight(), seq(0, 4), 4).double().to(device).train()
+    x, x_aug, y = data(device)
+    ref = two_pass(copy.deepcopy(model), x, x_aug, y)
+    rows, routed, _ = one_pass(copy.deepcopy(model), x, x_aug, y)
+    assert routed == {"linear": 1}  # only the head: the derived weight and the "same" padding stay generic
+    assert_rows_equal(rows, ref, model)
+
+
+def test_autocast_keeps_the_generic_rule_with_the_same_result():
+    """Under autocast the kernels step aside (they would not repeat autocast's casts): bf16 on the CPU gives
+    what the generic one-pass gives."""
+    torch.manual_seed(0)
+    model = Net(nn.Sequential(nn.Conv1d(4, 6, 3), nn.BatchNorm1d(6)), seq(0, 4), 6).train()
+    x, x_aug, y = data("cpu", torch.float32)
+
+    def bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    rows_k, routed, losses_k = one_pass(copy.deepcopy(model), x, x_aug, y, kernels=True, autocast=bf16)
+    rows_g, _, losses_g = one_pass(copy.deepcopy(model), x, x_aug, y, kernels=False, autocast=bf16)
+    assert routed == {}
+    for k in range(2):
+        for a, b in zip(rows_k[k], rows_g[k]):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert float(losses_k[0].detach()) == float(losses_g[0].detach())
+
+
+def test_fewer_operators_than_the_generic_rules():
+    """The point of the kernels: a BatchNorm / linear / conv network dispatches fewer operators per step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view:
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    layer = nn.Sequential(nn.Conv1d(4, 8, 3), nn.BatchNorm1d(8), nn.ReLU(), nn.Conv1d(8, 4, 3), nn.BatchNorm1d(4))
+    model = Net(layer, seq(0, 4), 4).train()
+    x, x_aug, y = data("cpu", torch.float32)
+    counts = {}
+    for kernels in (False, True):
+        m = copy.deepcopy(model)
+        one_pass(m, x, x_aug, y, kernels=kernels)  # warm-up
+        Count.n = 0
+        with Count():
+            one_pass(m, x, x_aug, y, kernels=kernels)
+        counts[kernels] = Count.n
+    assert counts[True] < 0.8 * counts[False], counts
