@@ -226,3 +226,25 @@ def test_fewer_operators_than_the_generic_rules():
             one_pass(m, x, x_aug, y, kernels=kernels)
         counts[kernels] = Count.n
     assert counts[True] < 0.8 * counts[False], counts
+
+
+class Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(8, 24)
+
+    def forward(self, x):  # (N, T, 8)
+        q, k, v = self.qkv(x).view(x.shape[0], x.shape[1], 3, 2, 4).permute(2, 0, 3, 1, 4)
+        mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).tril()
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).flatten(2).transpose(1, 2)
+
+
+@on_devices
+def test_attention_runs_once_on_both_paths(device):
+    torch.manual_seed(0)
+    model = Net(Attention(), tokens(8), 8).double().to(device).train()
+    x, x_aug, y = data(device)
+    ref = two_pass(copy.deepcopy(model), x, x_aug, y)
+    rows, routed, _ = one_pass(copy.deepcopy(model), x, x_aug, y)
+    assert routed == {"linear": 2, "scaled_dot_product_attention": 1}
+    assert_rows_equal(rows, ref, model)

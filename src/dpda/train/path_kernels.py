@@ -219,6 +219,40 @@ def _vmapped(kernel: type) -> type:
     return Entry
 
 
+class _Attention:
+    """Scaled dot-product attention has no parameters and treats utterances independently: one call on the
+    ``(2B, ...)`` batch (functorch has no batching rule for some of its kernels and would loop over the paths)."""
+
+    @staticmethod
+    def apply(q, k, v, attn_mask, dropout_p, is_causal, scale):
+        out = F.scaled_dot_product_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), attn_mask=attn_mask,
+                                             dropout_p=dropout_p, is_causal=is_causal, scale=scale)
+        return out.unflatten(0, q.shape[:2])
+
+
+class _VAttention(torch.autograd.Function):
+    """Entry for attention: query, key and value are all batched (the generic entry allows one)."""
+
+    @staticmethod
+    def forward(*args):
+        raise RuntimeError("dpda.train.path_kernels: only callable under vmap")
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        return None
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("dpda.train.path_kernels: autograd records the physical call")
+
+    @staticmethod
+    def vmap(info, in_dims, q, k, v, *rest):
+        if any(d is None for d in in_dims[:3]) or any(d is not None for d in tree_leaves(in_dims[3:])):
+            raise RuntimeError("dpda.train.path_kernels: attention needs batched q, k, v and nothing else batched")
+        q, k, v = (t.movedim(d, 0) for t, d in zip((q, k, v), in_dims[:3]))
+        return _Attention.apply(q, k, v, *rest), 0
+
+
 _VLinear = _vmapped(_Linear)
 _VConv = _vmapped(_Conv)
 _VPerSampleNorm = _vmapped(_PerSampleNorm)
@@ -240,6 +274,7 @@ class PathKernels(TorchFunctionMode):
         self._handlers: Dict[Callable, Callable] = {
             F.linear: self._linear, F.conv1d: self._conv, F.conv2d: self._conv,
             F.layer_norm: self._layer_norm, F.group_norm: self._group_norm, F.batch_norm: self._batch_norm,
+            F.scaled_dot_product_attention: self._attention,
         }
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -309,6 +344,17 @@ class PathKernels(TorchFunctionMode):
         if affine[0] is None:
             return NotImplemented
         return _VPerSampleNorm.apply(input, *affine, "batch_eval", (running_mean, running_var, eps))
+
+
+    def _attention(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                   enable_gqa=False):
+        if not all(is_batchedtensor(t) for t in (query, key, value)) or query.dim() < 3:
+            return NotImplemented
+        if attn_mask is not None and (is_batchedtensor(attn_mask) or attn_mask.dim() >= query.dim()):
+            return NotImplemented  # a mask with an utterance axis would not broadcast over 2B
+        if enable_gqa:
+            return NotImplemented
+        return _VAttention.apply(query, key, value, attn_mask, dropout_p, is_causal, scale)
 
 
 def leaf_pairs(params: Sequence[torch.Tensor]) -> List[Pair]:
