@@ -248,3 +248,29 @@ def test_attention_runs_once_on_both_paths(device):
     rows, routed, _ = one_pass(copy.deepcopy(model), x, x_aug, y)
     assert routed == {"linear": 2, "scaled_dot_product_attention": 1}
     assert_rows_equal(rows, ref, model)
+
+
+class Recurrent(nn.Module):
+    def __init__(self, rnn: nn.Module) -> None:
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):  # (N, T, 8) -> (N, H, T)
+        if not self.rnn.batch_first:
+            return self.rnn(x.transpose(0, 1))[0].permute(1, 2, 0)
+        return self.rnn(x)[0].transpose(1, 2)
+
+
+@on_devices
+@pytest.mark.parametrize("kind", ["lstm_bidirectional_time_first", "gru_two_layers"])
+def test_recurrent_layers_run_once_per_half(device, kind):
+    """functorch has no batching rule for LSTM / GRU: each half gets its own call with its own weights."""
+    torch.manual_seed(0)
+    rnn = (nn.LSTM(8, 3, bidirectional=True) if kind.startswith("lstm")
+           else nn.GRU(8, 6, num_layers=2, batch_first=True))
+    model = Net(Recurrent(rnn), tokens(8), 6).double().to(device).train()
+    x, x_aug, y = data(device)
+    ref = two_pass(copy.deepcopy(model), x, x_aug, y)
+    rows, routed, _ = one_pass(copy.deepcopy(model), x, x_aug, y)
+    assert routed == {kind[:kind.index("_")]: 1, "linear": 1}
+    assert_rows_equal(rows, ref, model)

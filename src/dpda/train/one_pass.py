@@ -11,19 +11,28 @@ Here the two paths run as one call: ``vmap`` over a leading path axis of
 size 2, the input ``(2, B, T)`` and every trainable parameter given as a
 ``(2, *shape)`` expanded view of itself (no copy). Inside the vmap each path
 is computed exactly as on its own (per-path BatchNorm statistics included),
-while each operator is dispatched once over both paths (a convolution with
-per-path weights becomes one grouped convolution, a linear layer one
-``bmm``). Because path ``k`` uses only view ``k`` of each parameter, ONE
-backward pass of ``loss_orig + loss_aug`` gives the gradient of path ``k`` in
-row ``k`` of every ``(2, *shape)`` gradient: both rows of the engine's buffer
-from a single backward pass.
+while each operator is dispatched once over both paths. Because path ``k``
+uses only view ``k`` of each parameter, ONE backward pass of ``loss_orig +
+loss_aug`` gives the gradient of path ``k`` in row ``k`` of every ``(2,
+*shape)`` gradient: both rows of the engine's buffer from a single backward
+pass.
 
-Running statistics: BatchNorm modules run on per-path copies of their
+Layers (``kernels=True``, the default): functorch's generic batching of a
+layer with per-path weights costs extra operators (a copy per linear layer,
+a dozen per BatchNorm). :mod:`dpda.train.path_kernels` runs linear,
+convolution, layer/group/batch norm and attention layers once on the physical
+``(2B, ...)`` batch and takes each path's weight gradient from its half (two
+leaf aliases of the parameter), and runs LSTM / GRU layers (no batching rule)
+once per half. Whatever else uses a parameter keeps the generic rule.
+
+Running statistics: with the kernels, BatchNorm updates the model's own
+running statistics with half 0 then half 1, as two passes do, and
+``num_batches_tracked`` grows by 2. Without them (or under autocast, where
+the kernels step aside), BatchNorm modules run on per-path copies of their
 running mean/variance; after the forward pass the model's buffers receive
 what two sequential updates would give,
 ``r'' = r1 + (1 - m) (r0 - r)`` (``r0``, ``r1``: each path's update of ``r``,
-``m`` the momentum; equal to ``(1 - m)((1 - m) r + m mu0) + m mu1``), and
-``num_batches_tracked`` grows by 2.
+``m`` the momentum; equal to ``(1 - m)((1 - m) r + m mu0) + m mu1``).
 
 Not supported (the engine falls back to two passes and says why once):
 BatchNorm with ``momentum=None`` (cumulative average) or SyncBatchNorm;

@@ -253,6 +253,38 @@ class _VAttention(torch.autograd.Function):
         return _Attention.apply(q, k, v, *rest), 0
 
 
+class _RecurrentPerHalf:
+    """LSTM / GRU (``torch._VF.lstm`` / ``gru``, what ``nn.LSTM`` / ``nn.GRU`` call): functorch has no batching
+    rule for them, so each half runs its own call with its own leaf weights (two calls instead of the whole
+    model's two passes); the outputs are stacked back into the path axis."""
+
+    @staticmethod
+    def apply(x, fn, hx, params0, params1, *flags):
+        outs = [fn(x[h], hx, params, *flags) for h, params in enumerate((params0, params1))]
+        return torch.utils._pytree.tree_map(lambda a, b: torch.stack([a, b]), outs[0], outs[1])
+
+
+class _VRecurrent(torch.autograd.Function):
+    @staticmethod
+    def forward(*args):
+        raise RuntimeError("dpda.train.path_kernels: only callable under vmap")
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        return None
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("dpda.train.path_kernels: autograd records the physical calls")
+
+    @staticmethod
+    def vmap(info, in_dims, x, fn, hx, params0, params1, *flags):
+        if any(d is not None for d in tree_leaves((in_dims[2:]))):
+            raise RuntimeError("dpda.train.path_kernels: only the recurrent layer's input may be batched")
+        out = _RecurrentPerHalf.apply(x.movedim(in_dims[0], 0), fn, hx, params0, params1, *flags)
+        return out, torch.utils._pytree.tree_map(lambda _: 0, out)
+
+
 _VLinear = _vmapped(_Linear)
 _VConv = _vmapped(_Conv)
 _VPerSampleNorm = _vmapped(_PerSampleNorm)
@@ -275,6 +307,7 @@ class PathKernels(TorchFunctionMode):
             F.linear: self._linear, F.conv1d: self._conv, F.conv2d: self._conv,
             F.layer_norm: self._layer_norm, F.group_norm: self._group_norm, F.batch_norm: self._batch_norm,
             F.scaled_dot_product_attention: self._attention,
+            torch._VF.lstm: self._recurrent(torch._VF.lstm), torch._VF.gru: self._recurrent(torch._VF.gru),
         }
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -345,6 +378,23 @@ class PathKernels(TorchFunctionMode):
             return NotImplemented
         return _VPerSampleNorm.apply(input, *affine, "batch_eval", (running_mean, running_var, eps))
 
+
+    def _recurrent(self, fn: Callable) -> Callable:
+        def route(input, hx, params, *flags):
+            # the packed-sequence overloads take (data, batch_sizes, hx, params, ...): left to the generic rule
+            if not isinstance(params, (list, tuple)) or not is_batchedtensor(input):
+                return NotImplemented
+            if any(is_batchedtensor(t) for t in tree_leaves(hx)) or torch.is_autocast_enabled(input.device.type):
+                return NotImplemented
+            halves: List[List[torch.Tensor]] = [[], []]
+            for p in params:
+                pair = self.pairs.get(id(p))
+                if pair is None and is_batchedtensor(p):
+                    return NotImplemented
+                for h in range(2):
+                    halves[h].append(pair[h] if pair is not None else p)
+            return _VRecurrent.apply(input, fn, hx, halves[0], halves[1], *flags)
+        return route
 
     def _attention(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                    enable_gqa=False):
