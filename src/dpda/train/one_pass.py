@@ -56,7 +56,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, vmap
 
-from dpda.train.path_kernels import PathKernels, leaf_pairs
+from dpda.train.path_kernels import PathKernels, leaf_aliases, path_gradients
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -116,7 +116,7 @@ class OnePassSplit:
         with autocast():
             # the per-layer kernels repeat no autocast casts: under autocast every layer keeps the generic rule
             use_kernels = self.kernels and not torch.is_autocast_enabled(x.device.type)
-        pairs = leaf_pairs(self.params) if use_kernels else []
+        aliases = leaf_aliases(self.params) if use_kernels else []
         if use_kernels:  # BatchNorm kernels update the model's own running statistics, half 0 then half 1
             bn_names, bn_tensors, bn_stacked, momenta = [], [], [], []
             counters = self._bn_counters()
@@ -132,7 +132,7 @@ class OnePassSplit:
             if not use_kernels:
                 out = functional_call(model, (weights, frozen, running, other_buffers), (waveforms,))
             else:
-                mode = PathKernels({id(weights[name]): pairs[i] for name, i in self.trainable})
+                mode = PathKernels({id(weights[name]): aliases[i] for name, i in self.trainable})
                 with mode:
                     out = functional_call(model, (weights, frozen, running, other_buffers), (waveforms,))
                 self.last_routed = mode.routed
@@ -143,7 +143,7 @@ class OnePassSplit:
         loss_orig = loss_fn(logits[0], target)
         loss_aug = loss_fn(logits[1], target)
         total = loss_orig + loss_aug
-        inputs = stacked + [leaf for pair in pairs for leaf in pair]
+        inputs = stacked + [leaf for quad in aliases for leaf in quad]
         grads = torch.autograd.grad(total * scale if scale != 1.0 else total, inputs, allow_unused=True)
         if use_kernels:
             self._count_bn_passes(counters, before)
@@ -152,19 +152,12 @@ class OnePassSplit:
         return loss_orig, loss_aug, self._rows(grads)
 
     def _rows(self, grads: Sequence[Optional[torch.Tensor]]) -> List[List[Optional[torch.Tensor]]]:
-        """Each path's gradient per parameter: row k of the stacked view's gradient (generic uses), plus
-        leaf alias k's gradient (the kernels' layers)."""
+        """Each path's gradient per parameter (row k of the stacked view's gradient with the generic rule;
+        from the leaf aliases' gradients with the kernels)."""
         n = len(self.params)
-        rows: List[List[Optional[torch.Tensor]]] = [[], []]
-        for i in range(n):
-            g = grads[i]
-            for k in range(2):
-                part = g[k] if g is not None else None
-                if len(grads) > n:
-                    leaf = grads[n + 2 * i + k]
-                    part = leaf if part is None else (part if leaf is None else part + leaf)
-                rows[k].append(part)
-        return rows
+        if len(grads) == n:
+            return [[g[k] if g is not None else None for g in grads] for k in range(2)]
+        return path_gradients(grads[:n], grads[n:])
 
     # -- BatchNorm running statistics ---------------------------------------------------------------
 

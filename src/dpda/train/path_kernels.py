@@ -15,18 +15,28 @@ launch. This module gives the common layers their own rule instead:
 
 Operators per layer against a plain forward/backward of the 2B batch:
 
-=============== =========================== ===============================
-layer           plain (fwd + bwd)           here
-=============== =========================== ===============================
-linear          addmm + 2 mm + sum          same (weight gradient: one bmm)
-conv1d / conv2d conv + conv_backward        conv + 3 conv_backward (input,
-                                            then each half's weight)
-layer/group norm norm + norm_backward       norm + 3 norm_backward
-batch norm      bn + bn_backward            2 bn (each half's statistics,
-                                            running statistics updated half 0
-                                            then half 1, as two passes) +
-                                            2 bn_backward + cat
-=============== =========================== ===============================
+================ =========================== =================================
+layer            plain (fwd + bwd)           here
+================ =========================== =================================
+linear           addmm + 2 mm + sum          same (weight gradient: one bmm)
+conv1d / conv2d  conv + conv_backward        conv + 2 conv_backward (input and
+                                             total weight gradient, then half
+                                             0's weight gradient)
+layer/group norm norm + norm_backward        norm + 2 norm_backward (same)
+batch norm       bn + bn_backward            2 bn (each half's statistics,
+                                             running statistics updated half 0
+                                             then half 1, as two passes) +
+                                             2 bn_backward + stack
+attention        sdpa + sdpa_backward        same (functorch would loop)
+LSTM / GRU       rnn + rnn_backward          2 rnn + 2 rnn_backward + stack
+                                             (one per half: no batching rule)
+================ =========================== =================================
+
+Path 1's gradient of a convolution or norm is ``total - half 0``: those
+differences are formed after the backward pass, for all such parameters at
+once (:func:`path_gradients`, one ``_foreach_sub``). On the CPU an LSTM / GRU
+is itself many operators per time step, so the per-half calls cost more there
+than on CUDA, where each is one cuDNN call.
 
 Layers are recognised by the function they call (``F.linear``, ``F.conv1d``,
 ``F.conv2d``, ``F.layer_norm``, ``F.group_norm``, ``F.batch_norm``) with a
@@ -48,7 +58,7 @@ from torch._C._functorch import is_batchedtensor
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-Pair = Tuple[torch.Tensor, torch.Tensor]
+Aliases = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 aten = torch.ops.aten
 
 
@@ -66,30 +76,35 @@ def _halves(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 class _Linear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w0, w1, b0, b1):
-        ctx.save_for_backward(x, w0)
+        rows = x.reshape(-1, x.shape[-1])  # (2 * M, in): a copy only if x is not contiguous, as F.linear makes
+        ctx.save_for_backward(rows, w0)
         ctx.has_bias = b0 is not None
-        return F.linear(x, w0, b0)
+        ctx.lead = x.shape[:-1]
+        return F.linear(rows, w0, b0).view(*ctx.lead, w0.shape[0])
 
     @staticmethod
     def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        gx = g.matmul(w) if ctx.needs_input_grad[0] else None
-        g3 = g.reshape(2, -1, g.shape[-1])
-        gw = torch.bmm(g3.transpose(1, 2), x.reshape(2, -1, x.shape[-1]))
+        rows, w = ctx.saved_tensors
+        g3 = g.reshape(2, -1, g.shape[-1])  # (2, M, out); one copy at most, shared by the three products
+        gx = g3.matmul(w).view(*ctx.lead, w.shape[1]) if ctx.needs_input_grad[0] else None
+        gw = torch.bmm(g3.transpose(1, 2), rows.view(2, -1, rows.shape[-1]))
         gb = g3.sum(1) if ctx.has_bias else (None, None)
         return gx, gw[0], gw[1], gb[0], gb[1]
 
 
 class _Conv(torch.autograd.Function):
+    """Convolution on the 2B batch; weight gradients as (half 0, both halves): one backward call for the input
+    and the total, one for half 0 (path 1's = total - half 0, formed after the backward pass for all layers)."""
+
     @staticmethod
-    def forward(ctx, x, w0, w1, b0, b1, stride, padding, dilation, groups):
-        n = w0.dim() - 2
+    def forward(ctx, x, wa, wt, ba, bt, stride, padding, dilation, groups):
+        n = wa.dim() - 2
         ctx.geometry = (_tuple(stride, n), _tuple(padding, n), _tuple(dilation, n), groups)
-        ctx.bias_sizes = [w0.shape[0]] if b0 is not None else None
-        ctx.save_for_backward(x, w0)
+        ctx.bias_sizes = [wa.shape[0]] if ba is not None else None
+        ctx.save_for_backward(x, wa)
         flat = x.flatten(0, 1)
         conv = F.conv1d if n == 1 else F.conv2d
-        y = conv(flat, w0, b0, stride, padding, dilation, groups)
+        y = conv(flat, wa, ba, stride, padding, dilation, groups)
         return y.unflatten(0, x.shape[:2])
 
     @staticmethod
@@ -98,24 +113,20 @@ class _Conv(torch.autograd.Function):
         stride, padding, dilation, groups = ctx.geometry
         n = len(stride)
         geo = (stride, padding, dilation, False, [0] * n, groups)
-        gx = None
-        if ctx.needs_input_grad[0]:
-            gx = aten.convolution_backward(g.flatten(0, 1), x.flatten(0, 1), w, None, *geo,
-                                           [True, False, False])[0].unflatten(0, x.shape[:2])
         has_bias = ctx.bias_sizes is not None
-        out = []
-        for h in range(2):
-            _, gw, gb = aten.convolution_backward(g[h], x[h], w, ctx.bias_sizes, *geo, [False, True, has_bias])
-            out.append((gw, gb))
-        return gx, out[0][0], out[1][0], out[0][1], out[1][1], None, None, None, None
+        gx, gw_total, gb_total = aten.convolution_backward(g.flatten(0, 1), x.flatten(0, 1), w, ctx.bias_sizes, *geo,
+                                                           [ctx.needs_input_grad[0], True, has_bias])
+        _, gw_half0, gb_half0 = aten.convolution_backward(g[0], x[0], w, ctx.bias_sizes, *geo, [False, True, has_bias])
+        gx = gx.unflatten(0, x.shape[:2]) if gx is not None else None
+        return gx, gw_half0, gw_total, gb_half0, gb_total, None, None, None, None
 
 
 class _PerSampleNorm(torch.autograd.Function):
     """Layer norm / group norm / BatchNorm in eval mode: statistics per utterance (or fixed), so the forward
-    runs on the whole batch; the affine parameters' gradients are taken per half."""
+    runs on the whole batch; affine gradients as (half 0, both halves), like :class:`_Conv`."""
 
     @staticmethod
-    def forward(ctx, x, w0, w1, b0, b1, kind, spec):
+    def forward(ctx, x, w0, wt, b0, bt, kind, spec):
         ctx.kind, ctx.spec = kind, spec
         flat = x.flatten(0, 1)
         if kind == "layer":
@@ -143,23 +154,20 @@ class _PerSampleNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, w, b, mean, rstd = ctx.saved_tensors
-        mask_wb = [False, w is not None, b is not None]
-        gx = None
-        if ctx.needs_input_grad[0]:
-            gx = _PerSampleNorm._backward(ctx, g.flatten(0, 1), x.flatten(0, 1), w, b, mean, rstd,
-                                          [True, False, False])[0].unflatten(0, x.shape[:2])
-        two = x.shape[0] * x.shape[1]
-        per = []
-        for h in range(2):
-            if ctx.kind == "layer":  # mean / rstd: (2B..., 1) like x without the normalised dims
-                m, r = mean.unflatten(0, x.shape[:2])[h], rstd.unflatten(0, x.shape[:2])[h]
-            elif ctx.kind == "group":  # (N, groups)
-                m, r = mean.view(2, two // 2, -1)[h], rstd.view(2, two // 2, -1)[h]
-            else:  # eval BatchNorm: no saved statistics are used
-                m, r = mean, rstd
-            _, gw, gb = _PerSampleNorm._backward(ctx, g[h], x[h], w, b, m, r, mask_wb)
-            per.append((gw, gb))
-        return gx, per[0][0], per[1][0], per[0][1], per[1][1], None, None
+        gx, gw_total, gb_total = _PerSampleNorm._backward(
+            ctx, g.flatten(0, 1), x.flatten(0, 1), w, b, mean, rstd, [ctx.needs_input_grad[0], w is not None,
+                                                                      b is not None])
+        half = x.shape[1]
+        if ctx.kind == "layer":  # mean / rstd: (2B..., 1) like x without the normalised dims
+            m, r = mean[:half], rstd[:half]
+        elif ctx.kind == "group":  # (2B, groups)
+            m, r = mean[:half], rstd[:half]
+        else:  # eval BatchNorm: the saved statistics are not used
+            m, r = mean, rstd
+        _, gw_half0, gb_half0 = _PerSampleNorm._backward(ctx, g[0], x[0], w, b, m, r, [False, w is not None,
+                                                                                      b is not None])
+        gx = gx.unflatten(0, x.shape[:2]) if gx is not None else None
+        return gx, gw_half0, gw_total, gb_half0, gb_total, None, None
 
 
 class _BatchNormTrain(torch.autograd.Function):
@@ -295,13 +303,13 @@ class PathKernels(TorchFunctionMode):
     """Routes the layers of a vmapped split-mode forward to the kernels above.
 
     Args:
-        pairs: ``id(batched weight) -> (w0, w1)``: for every trainable parameter, the batched tensor the model
-            sees inside the vmap and the two leaf aliases whose gradients are the paths' gradients.
+        aliases: ``id(batched weight) -> leaf_aliases(...)[i]``: for every trainable parameter, the batched
+            tensor the model sees inside the vmap and the leaf aliases whose gradients the kernels return.
     """
 
-    def __init__(self, pairs: Dict[int, Pair]) -> None:
+    def __init__(self, aliases: Dict[int, Aliases]) -> None:
         super().__init__()
-        self.pairs = pairs
+        self.aliases = aliases
         self.routed: Dict[str, int] = {}
         self._handlers: Dict[Callable, Callable] = {
             F.linear: self._linear, F.conv1d: self._conv, F.conv2d: self._conv,
@@ -320,21 +328,24 @@ class PathKernels(TorchFunctionMode):
                 return out
         return func(*args, **kwargs)
 
-    def _affine(self, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor]) -> Optional[List[Any]]:
-        """``[w0, w1, b0, b1]``: a trainable parameter's two leaf aliases, or an unbatched tensor (a frozen
-        parameter, None) twice; None when one of them is computed from trainable parameters (or under
-        autocast, whose casts the kernels do not repeat)."""
-        if weight is None or is_batchedtensor(weight) and id(weight) not in self.pairs:
+    def _affine(self, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
+                form: str = "halves") -> Optional[List[Any]]:
+        """``[w_, w_, b_, b_]``: a trainable parameter's leaf aliases, halves ``(path 0, path 1)`` or
+        ``form="total"`` ``(path 0, both paths)``; an unbatched tensor (a frozen parameter, None) twice; None
+        when one of them is computed from trainable parameters (or under autocast, whose casts the kernels do
+        not repeat)."""
+        if weight is None or is_batchedtensor(weight) and id(weight) not in self.aliases:
             return None
+        pick = (0, 1) if form == "halves" else (2, 3)
         out: List[Any] = []
         for t in (weight, bias):
-            pair = self.pairs.get(id(t)) if t is not None else None
-            if pair is None and t is not None and is_batchedtensor(t):
+            aliases = self.aliases.get(id(t)) if t is not None else None
+            if aliases is None and t is not None and is_batchedtensor(t):
                 return None
-            out.append(pair if pair is not None else (t, t))
+            out.extend((aliases[pick[0]], aliases[pick[1]]) if aliases is not None else (t, t))
         if torch.is_autocast_enabled(weight.device.type):
             return None
-        return [out[0][0], out[0][1], out[1][0], out[1][1]]
+        return out
 
     def _linear(self, input, weight, bias=None):
         affine = self._affine(weight, bias)
@@ -343,19 +354,19 @@ class PathKernels(TorchFunctionMode):
         return _VLinear.apply(input, *affine)
 
     def _conv(self, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        affine = self._affine(weight, bias)
+        affine = self._affine(weight, bias, "total")
         if affine is None or isinstance(padding, str) or not is_batchedtensor(input) or input.dim() != weight.dim():
             return NotImplemented
         return _VConv.apply(input, *affine, stride, padding, dilation, groups)
 
     def _layer_norm(self, input, normalized_shape, weight=None, bias=None, eps=1e-5):
-        affine = self._affine(weight, bias)
+        affine = self._affine(weight, bias, "total")
         if affine is None or not is_batchedtensor(input):
             return NotImplemented
         return _VPerSampleNorm.apply(input, *affine, "layer", (list(normalized_shape), eps))
 
     def _group_norm(self, input, num_groups, weight=None, bias=None, eps=1e-5):
-        affine = self._affine(weight, bias)
+        affine = self._affine(weight, bias, "total")
         if affine is None or not is_batchedtensor(input) or input.dim() < 2:
             return NotImplemented
         return _VPerSampleNorm.apply(input, *affine, "group", (input.shape[1], num_groups, eps))
@@ -376,6 +387,7 @@ class PathKernels(TorchFunctionMode):
             return _VBatchNormTrain.apply(input, *affine, running_mean, running_var, momentum, eps)
         if affine[0] is None:
             return NotImplemented
+        affine = self._affine(weight, bias, "total")
         return _VPerSampleNorm.apply(input, *affine, "batch_eval", (running_mean, running_var, eps))
 
 
@@ -388,11 +400,11 @@ class PathKernels(TorchFunctionMode):
                 return NotImplemented
             halves: List[List[torch.Tensor]] = [[], []]
             for p in params:
-                pair = self.pairs.get(id(p))
-                if pair is None and is_batchedtensor(p):
+                aliases = self.aliases.get(id(p))
+                if aliases is None and is_batchedtensor(p):
                     return NotImplemented
                 for h in range(2):
-                    halves[h].append(pair[h] if pair is not None else p)
+                    halves[h].append(aliases[h] if aliases is not None else p)
             return _VRecurrent.apply(input, fn, hx, halves[0], halves[1], *flags)
         return route
 
@@ -407,6 +419,40 @@ class PathKernels(TorchFunctionMode):
         return _VAttention.apply(query, key, value, attn_mask, dropout_p, is_causal, scale)
 
 
-def leaf_pairs(params: Sequence[torch.Tensor]) -> List[Pair]:
-    """Two leaf aliases per parameter (no copy): the paths' copies whose gradients the kernels return."""
-    return [(p.detach().requires_grad_(), p.detach().requires_grad_()) for p in params]
+def leaf_aliases(params: Sequence[torch.Tensor]) -> List[Aliases]:
+    """Four leaf aliases per parameter (no copy), the gradients the kernels return: ``(path 0, path 1)`` from
+    kernels that compute each half's gradient, ``(path 0, both paths)`` from those that get the total in the
+    same call as the input gradient (see :func:`path_gradients`)."""
+    return [tuple(p.detach().requires_grad_() for _ in range(4)) for p in params]  # type: ignore[misc]
+
+
+def path_gradients(stacked: Sequence[Optional[torch.Tensor]], aliases: Sequence[Optional[torch.Tensor]]
+                   ) -> List[List[Optional[torch.Tensor]]]:
+    """Each path's gradient per parameter from the gradients of its ``(2, *shape)`` stacked view (generic
+    rule; ``stacked[i]``) and of its four aliases (``aliases[4 i : 4 i + 4]``, None where unused).
+
+    Path 0 = stacked row 0 + half-0 alias + total-form half 0; path 1 = stacked row 1 + half-1 alias + total
+    - total-form half 0. The last difference, for every parameter that needs it, is ONE ``_foreach_sub``.
+    """
+    rows: List[List[Optional[torch.Tensor]]] = [[], []]
+    totals: List[torch.Tensor] = []
+    firsts: List[torch.Tensor] = []
+    slots: List[int] = []
+    for i, g in enumerate(stacked):
+        g0, g1, ga, gt = aliases[4 * i: 4 * i + 4]
+        row0 = [t for t in (g[0] if g is not None else None, g0, ga) if t is not None]
+        row1 = [t for t in (g[1] if g is not None else None, g1) if t is not None]
+        rows[0].append(row0[0] if len(row0) == 1 else (sum(row0[1:], row0[0]) if row0 else None))
+        if gt is not None and not row1:  # the common case: the parameter's only layer gave the total form
+            slots.append(i)
+            totals.append(gt)
+            firsts.append(ga if ga is not None else torch.zeros_like(gt))
+            rows[1].append(None)
+            continue
+        if gt is not None:
+            row1.append(gt - ga if ga is not None else gt)
+        rows[1].append(row1[0] if len(row1) == 1 else (sum(row1[1:], row1[0]) if row1 else None))
+    if totals:
+        for i, d in zip(slots, torch._foreach_sub(totals, firsts)):
+            rows[1][i] = d
+    return rows
