@@ -189,9 +189,8 @@ def test_unsupported_batchnorm_configurations_are_named():
                        "pcgrad", mode="split", one_pass=True)
 
 
-def test_one_pass_default_is_on_for_cuda_only_and_off_in_joint_mode():
+def test_one_pass_default_is_on_for_cuda_only():
     engine = DualPathEngine(TinyNet(), "pcgrad", mode="split")
     assert engine._use_one_pass(torch.device("cuda")) and not engine._use_one_pass(torch.device("cpu"))
     assert not DualPathEngine(TinyNet(), "pcgrad", mode="split", one_pass=False)._use_one_pass(torch.device("cuda"))
     assert DualPathEngine(TinyNet(), "pcgrad", mode="split", one_pass=True)._use_one_pass(torch.device("cpu"))
-    assert not DualPathEngine(TinyNet(), "pcgrad", mode="joint", one_pass=True)._use_one_pass(torch.device("cuda"))

@@ -85,8 +85,9 @@ class AugmentConfig:
 class TrainConfig:
     mode: str = "dpda"  # single | dual | dpda
     engine_mode: str = "joint"  # joint | split
-    # split only: both paths in ONE vmapped forward/backward (dpda.train.one_pass): auto (on CUDA, where a
-    # step is launch-bound; two passes on the CPU) | on | off; a model it cannot batch runs two passes
+    # both path gradients from one batched pass: split = ONE vmapped forward/backward (dpda.train.one_pass),
+    # joint = one backward batched over the two losses: auto (on CUDA, where a step is launch-bound; the
+    # unbatched passes on the CPU) | on | off; a model it cannot batch runs the unbatched passes
     one_pass: str = "auto"
     aligner: AlignerConfig = field(default_factory=AlignerConfig)
     epochs: int = 100
@@ -328,7 +329,8 @@ KEY_DOCS: Dict[str, Tuple[str, str]] = {
                                     "(e.g. `configs/augment.yaml`)"),
     "TrainConfig.mode": ("", "see \"Modes\""),
     "TrainConfig.engine_mode": ("", "`joint`: one forward pass over both paths; `split`: one per path (see \"Modes\")"),
-    "TrainConfig.one_pass": ("", "split only: both paths in one vmapped forward/backward; `auto` = on CUDA, two passes on the CPU"),
+    "TrainConfig.one_pass": ("", "both path gradients from one batched pass (split: one vmapped forward/backward; "
+                                 "joint: one backward batched over the two losses); `auto` = on CUDA only"),
     "AlignerConfig.name": ("", "gradient aligner of `dpda` mode (`dpda.align`)"),
     "AlignerConfig.options": ("", "the aligner's constructor arguments"),
     "TrainConfig.epochs": ("epochs", "maximum number of epochs"),

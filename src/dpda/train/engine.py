@@ -117,11 +117,14 @@ class DualPathEngine:
         amp_dtype: ``None``, ``torch.bfloat16`` or ``torch.float16`` (autocast).
         loss_scaler: float16 only; created automatically when needed.
         module_stats: also report the cosine per top-level module (``stats["module_cos"]``).
-        one_pass: split mode only: both paths in one batched forward/backward
-            (:mod:`dpda.train.one_pass`). ``None`` (default) = on CUDA, where a step
-            is launch-bound, off on the CPU, where two half passes are cheaper;
-            ``True``/``False`` force it. Falls back to two passes, with a warning,
-            for a model it cannot batch (``one_pass_fallback`` says why).
+        one_pass: split mode: both paths in one batched forward/backward
+            (:mod:`dpda.train.one_pass`); joint mode: both path gradients from one
+            batched backward over the two loss cotangents
+            (``torch.autograd.grad(..., is_grads_batched=True)``). ``None`` (default)
+            = on CUDA, where a step is launch-bound, off on the CPU, where the
+            unbatched passes are cheaper; ``True``/``False`` force it. Falls back to
+            the unbatched passes, with a warning, for a model it cannot batch
+            (``one_pass_fallback`` says why).
     """
 
     def __init__(
@@ -168,6 +171,7 @@ class DualPathEngine:
         self._one_pass: Optional[OnePassSplit] = None
         self._one_pass_worked = False
         self._zero_parts: Dict[Tuple[int, int], torch.Tensor] = {}  # write_flat's zeros of unused parameters
+        self._joint_batched = mode == "joint" and one_pass is not False
         if mode == "split" and one_pass is not False:
             reason = unsupported_reason(model)
             if reason is None:
@@ -200,12 +204,15 @@ class DualPathEngine:
 
     def _fall_back(self, reason: str, warn: bool = True) -> None:
         self._one_pass = None
+        self._joint_batched = False
         self.one_pass_fallback = reason
         if warn:
-            warnings.warn(f"split mode: one-pass gradients not used ({reason}); running two passes", stacklevel=3)
+            what = "one-pass gradients" if self.mode == "split" else "the batched backward"
+            passes = "two passes" if self.mode == "split" else "two backward passes"
+            warnings.warn(f"{self.mode} mode: {what} not used ({reason}); running {passes}", stacklevel=3)
 
     def _use_one_pass(self, device: torch.device) -> bool:
-        if self._one_pass is None:
+        if self._one_pass is None and not self._joint_batched:
             return False
         return self.one_pass if self.one_pass is not None else device.type == "cuda"
 
@@ -246,8 +253,9 @@ class DualPathEngine:
                 logits = model_logits(self.model(torch.cat([x, x_aug], dim=0)))
             loss_orig = self.loss_fn(logits[:b], target)
             loss_aug = self.loss_fn(logits[b:], target)
-            self._backward_into(loss_orig, 0, retain_graph=True)
-            self._backward_into(loss_aug, 1, retain_graph=False)
+            if not (self._use_one_pass(x.device) and self._joint_batched_backward(loss_orig, loss_aug)):
+                self._backward_into(loss_orig, 0, retain_graph=True)
+                self._backward_into(loss_aug, 1, retain_graph=False)
         elif self._use_one_pass(x.device) and (one_pass_losses := self._one_pass_split(x, x_aug, target)):
             loss_orig, loss_aug = one_pass_losses
         else:
@@ -267,6 +275,33 @@ class DualPathEngine:
             dist.all_reduce(losses)
             losses.div_(self.world_size)
         return self._align(buf, float(losses[0]), float(losses[1]))
+
+    def _joint_batched_backward(self, loss_orig: torch.Tensor, loss_aug: torch.Tensor) -> bool:
+        """Joint mode: both rows of the buffer from ONE backward pass batched over the two loss cotangents
+        (functorch batches each backward operator over them; where it has no batching rule it loops, which
+        its warning announces: silenced here). False if it failed (only on the first try, which keeps the
+        graph so that the two backward passes can run)."""
+        buf = self._buffer
+        assert buf is not None
+        scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
+        losses = torch.stack([loss_orig, loss_aug])
+        cotangents = torch.eye(2, dtype=losses.dtype, device=losses.device)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*not yet implemented the batching rule.*")
+                grads = torch.autograd.grad(losses * scale if scale != 1.0 else losses, self.params,
+                                            grad_outputs=cotangents, is_grads_batched=True, allow_unused=True,
+                                            retain_graph=not self._one_pass_worked)
+        except Exception as e:  # noqa: BLE001 - any failure of the first try means "cannot batch this model"
+            if self._one_pass_worked:
+                raise
+            self._fall_back(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            return False
+        self._one_pass_worked = True
+        received = [g is not None for g in grads]
+        self._received = [received, list(received)]
+        write_flat(buf, grads, self.params, self._zero_parts)
+        return True
 
     def _one_pass_split(
         self, x: torch.Tensor, x_aug: torch.Tensor, target: torch.Tensor
