@@ -100,3 +100,35 @@ def test_batched_backward_is_the_default_on_cuda_only():
     assert engine._use_one_pass(torch.device("cuda")) and not engine._use_one_pass(torch.device("cpu"))
     assert not DualPathEngine(TinyNet(), "pcgrad", mode="joint", one_pass=False)._use_one_pass(torch.device("cuda"))
     assert DualPathEngine(TinyNet(), "pcgrad", mode="joint", one_pass=True)._use_one_pass(torch.device("cpu"))
+
+
+@on_devices
+@pytest.mark.parametrize("mode", ["joint", "split"])
+@pytest.mark.parametrize("amp_dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_batched_passes_under_autocast_match_the_unbatched_ones(device, mode, amp_dtype):
+    """Both batched passes under autocast (the split kernels cast as autocast would; float16 with its loss
+    scaler): the path gradients the aligner sees are the unbatched passes' within half-precision rounding.
+    (A network without a data-dependent selection: AASIST's top-k graph pooling may pick other nodes when
+    half-precision rounding differs, which changes the gradient discontinuously.)"""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Unflatten(1, (1, -1)), nn.Conv1d(1, 8, 9, stride=4), nn.BatchNorm1d(8), nn.ReLU(),
+                          nn.Conv1d(8, 8, 5, stride=2), nn.GroupNorm(2, 8), nn.GELU(), nn.Flatten(1, 1),
+                          Transpose(), nn.LayerNorm(8), nn.Linear(8, 8), nn.Tanh(), Transpose(),
+                          nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 2)).to(device)
+    x, x_aug, y = batch(b=3, t=4000, device=device)
+    seen = []
+    for one_pass in (False, True):
+        recorder = Recorder()
+        engine = DualPathEngine(copy.deepcopy(model), recorder, mode=mode, amp_dtype=amp_dtype, one_pass=one_pass)
+        out = engine.compute_gradients(x, x_aug, y)
+        assert not out.skipped and engine.one_pass_fallback is None
+        seen.append(recorder.seen.cpu())
+    scale = float(seen[0].abs().max())
+    torch.testing.assert_close(seen[1], seen[0], rtol=0, atol=2e-2 * scale)
+    cos = torch.nn.functional.cosine_similarity(seen[1], seen[0], dim=1)
+    assert bool((cos > 0.999).all()), cos
+
+
+class Transpose(nn.Module):
+    def forward(self, x):
+        return x.transpose(1, 2)

@@ -53,7 +53,7 @@ def running_stats(model: nn.Module):
 
 @pytest.mark.parametrize("name, kernels", [
     (name, True) for name in ("lcnn", "rawnet2", "aasist-l", "xlsr_conformer_tcm", "xlsr_aasist")
-] + [(name, False) for name in ("lcnn", "aasist-l", "xlsr_conformer_tcm")])  # generic rules: what autocast uses
+] + [(name, False) for name in ("lcnn", "aasist-l", "xlsr_conformer_tcm")])  # functorch rules only
 def test_one_pass_equals_two_passes_in_float64(name, kernels):
     """Per-path gradients and BatchNorm running statistics equal two separate passes (float64: to 1e-9), with the
     per-layer kernels (dpda.train.path_kernels) and with functorch's generic rules only."""

@@ -113,9 +113,7 @@ class OnePassSplit:
         trainable = {name: stacked[i] for name, i in self.trainable}
         named_params = dict(model.named_parameters())
         frozen = {name: named_params[name] for name in self.frozen}
-        with autocast():
-            # the per-layer kernels repeat no autocast casts: under autocast every layer keeps the generic rule
-            use_kernels = self.kernels and not torch.is_autocast_enabled(x.device.type)
+        use_kernels = self.kernels
         aliases = leaf_aliases(self.params) if use_kernels else []
         if use_kernels:  # BatchNorm kernels update the model's own running statistics, half 0 then half 1
             bn_names, bn_tensors, bn_stacked, momenta = [], [], [], []

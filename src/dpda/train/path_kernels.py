@@ -28,6 +28,7 @@ batch norm       bn + bn_backward            2 bn (each half's statistics,
                                              then half 1, as two passes) +
                                              2 bn_backward + stack
 attention        sdpa + sdpa_backward        same (functorch would loop)
+pooling          pool + pool_backward        same (one call on the 2B batch)
 LSTM / GRU       rnn + rnn_backward          2 rnn + 2 rnn_backward + stack
                                              (one per half: no batching rule)
 ================ =========================== =================================
@@ -41,8 +42,13 @@ than on CUDA, where each is one cuDNN call.
 Layers are recognised by the function they call (``F.linear``, ``F.conv1d``,
 ``F.conv2d``, ``F.layer_norm``, ``F.group_norm``, ``F.batch_norm``) with a
 trainable parameter of the model as weight; anything else (a parameter used
-in a matmul, a weight computed from parameters, string padding, autocast)
+in a matmul, a weight computed from parameters, string padding)
 keeps functorch's generic rule, so the result is the same either way.
+
+Autocast: each kernel casts its inputs as autocast would cast the function
+it replaces on that device (:func:`autocast_policy`: found by running the
+function once on a one-element tensor, since the lists differ between CUDA
+and the CPU) and saves the cast tensors for its backward.
 
 Units and shapes: ``x`` is the physical batch ``(2, B, ...)`` (path, utterance,
 layer dims); every gradient has its parameter's shape.
@@ -50,6 +56,7 @@ layer dims); every gradient has its parameter's shape.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -60,6 +67,61 @@ from torch.utils._pytree import tree_leaves
 
 Aliases = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 aten = torch.ops.aten
+
+
+_POLICIES: Dict[Tuple[str, str, torch.dtype], str] = {}
+
+
+def _probe(op: str, x: torch.Tensor) -> torch.Tensor:
+    one = torch.ones(1, dtype=torch.float32, device=x.device)
+    if op == "linear":
+        return F.linear(x.view(1, 1), one.view(1, 1))
+    if op == "conv1d":
+        return F.conv1d(x.view(1, 1, 1), one.view(1, 1, 1))
+    if op == "conv2d":
+        return F.conv2d(x.view(1, 1, 1, 1), one.view(1, 1, 1, 1))
+    if op == "layer_norm":
+        return F.layer_norm(x.view(1, 1), (1,), one, one)
+    return F.group_norm(x.view(1, 1, 1).expand(1, 1, 2), 1, one, one)  # needs two values per group
+
+
+def autocast_policy(op: str, device: torch.device) -> Optional[Tuple[str, torch.dtype]]:
+    """What autocast does to ``op`` (linear, conv1d, conv2d, layer_norm, group_norm) on ``device`` now:
+    None when autocast is off, else ``("lower", dtype)`` (inputs cast to the autocast dtype), ``("fp32",
+    dtype)`` (inputs cast to float32) or ``("as_is", dtype)``. Found once per op, device type and dtype by
+    running the op on a one- or two-element tensor (the lists differ between devices and torch versions)."""
+    kind = device.type
+    if not torch.is_autocast_enabled(kind):
+        return None
+    dtype = torch.get_autocast_dtype(kind)
+    key = (op, kind, dtype)
+    if key not in _POLICIES:
+        with torch.no_grad():
+            if _probe(op, torch.ones(1, dtype=torch.float32, device=device)).dtype == dtype:
+                _POLICIES[key] = "lower"
+            elif _probe(op, torch.ones(1, dtype=dtype, device=device)).dtype == torch.float32:
+                _POLICIES[key] = "fp32"
+            else:
+                _POLICIES[key] = "as_is"
+    return _POLICIES[key], dtype
+
+
+def _cast(policy: Optional[Tuple[str, torch.dtype]], *tensors: Optional[torch.Tensor]) -> List[Optional[torch.Tensor]]:
+    """``tensors`` as autocast would give them to the op (floating tensors only; None stays None)."""
+    if policy is None or policy[0] == "as_is":
+        return list(tensors)
+    dtype = policy[1] if policy[0] == "lower" else torch.float32
+    return [t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors]
+
+
+def total_form(x: torch.Tensor) -> bool:
+    """Whether a kernel computing in ``x``'s dtype returns weight gradients as (half 0, both halves): in float32
+    or float64, where ``both - half 0`` keeps path 1's precision; in bfloat16 / float16 each half's own."""
+    return x.dtype in (torch.float32, torch.float64)
+
+
+def _no_autocast(device: torch.device):
+    return torch.autocast(device.type, enabled=False)
 
 
 def _tuple(v: Any, n: int) -> List[int]:
@@ -75,12 +137,14 @@ def _halves(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 class _Linear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w0, w1, b0, b1):
+    def forward(ctx, x, w0, w1, b0, b1, policy):
         rows = x.reshape(-1, x.shape[-1])  # (2 * M, in): a copy only if x is not contiguous, as F.linear makes
-        ctx.save_for_backward(rows, w0)
+        rows, w, b = _cast(policy, rows, w0, b0)
+        ctx.save_for_backward(rows, w)
         ctx.has_bias = b0 is not None
         ctx.lead = x.shape[:-1]
-        return F.linear(rows, w0, b0).view(*ctx.lead, w0.shape[0])
+        with _no_autocast(x.device):
+            return F.linear(rows, w, b).view(*ctx.lead, w.shape[0])
 
     @staticmethod
     def backward(ctx, g):
@@ -89,22 +153,25 @@ class _Linear(torch.autograd.Function):
         gx = g3.matmul(w).view(*ctx.lead, w.shape[1]) if ctx.needs_input_grad[0] else None
         gw = torch.bmm(g3.transpose(1, 2), rows.view(2, -1, rows.shape[-1]))
         gb = g3.sum(1) if ctx.has_bias else (None, None)
-        return gx, gw[0], gw[1], gb[0], gb[1]
+        return gx, gw[0], gw[1], gb[0], gb[1], None
 
 
 class _Conv(torch.autograd.Function):
     """Convolution on the 2B batch; weight gradients as (half 0, both halves): one backward call for the input
-    and the total, one for half 0 (path 1's = total - half 0, formed after the backward pass for all layers)."""
+    and the total, one for half 0 (path 1's = total - half 0, formed after the backward pass for all layers);
+    in low precision (:func:`total_form` false) as (half 0, half 1)."""
 
     @staticmethod
-    def forward(ctx, x, wa, wt, ba, bt, stride, padding, dilation, groups):
+    def forward(ctx, x, wa, wt, ba, bt, stride, padding, dilation, groups, policy):
         n = wa.dim() - 2
         ctx.geometry = (_tuple(stride, n), _tuple(padding, n), _tuple(dilation, n), groups)
         ctx.bias_sizes = [wa.shape[0]] if ba is not None else None
-        ctx.save_for_backward(x, wa)
-        flat = x.flatten(0, 1)
+        x, w, b = _cast(policy, x, wa, ba)
+        ctx.total_form = total_form(x)
+        ctx.save_for_backward(x, w)
         conv = F.conv1d if n == 1 else F.conv2d
-        y = conv(flat, wa, ba, stride, padding, dilation, groups)
+        with _no_autocast(x.device):
+            y = conv(x.flatten(0, 1), w, b, stride, padding, dilation, groups)
         return y.unflatten(0, x.shape[:2])
 
     @staticmethod
@@ -114,20 +181,32 @@ class _Conv(torch.autograd.Function):
         n = len(stride)
         geo = (stride, padding, dilation, False, [0] * n, groups)
         has_bias = ctx.bias_sizes is not None
-        gx, gw_total, gb_total = aten.convolution_backward(g.flatten(0, 1), x.flatten(0, 1), w, ctx.bias_sizes, *geo,
-                                                           [ctx.needs_input_grad[0], True, has_bias])
-        _, gw_half0, gb_half0 = aten.convolution_backward(g[0], x[0], w, ctx.bias_sizes, *geo, [False, True, has_bias])
+        if ctx.total_form:
+            gx, gw_total, gb_total = aten.convolution_backward(g.flatten(0, 1), x.flatten(0, 1), w, ctx.bias_sizes,
+                                                               *geo, [ctx.needs_input_grad[0], True, has_bias])
+            _, gw_a, gb_a = aten.convolution_backward(g[0], x[0], w, ctx.bias_sizes, *geo, [False, True, has_bias])
+            gw_b, gb_b = gw_total, gb_total
+        else:  # low precision: each half's own weight gradient (a difference would lose path 1's bits)
+            gx = aten.convolution_backward(g.flatten(0, 1), x.flatten(0, 1), w, None, *geo,
+                                           [True, False, False])[0] if ctx.needs_input_grad[0] else None
+            (_, gw_a, gb_a), (_, gw_b, gb_b) = (
+                aten.convolution_backward(g[h], x[h], w, ctx.bias_sizes, *geo, [False, True, has_bias])
+                for h in range(2))
         gx = gx.unflatten(0, x.shape[:2]) if gx is not None else None
-        return gx, gw_half0, gw_total, gb_half0, gb_total, None, None, None, None
+        return gx, gw_a, gw_b, gb_a, gb_b, None, None, None, None, None
 
 
 class _PerSampleNorm(torch.autograd.Function):
     """Layer norm / group norm / BatchNorm in eval mode: statistics per utterance (or fixed), so the forward
-    runs on the whole batch; affine gradients as (half 0, both halves), like :class:`_Conv`."""
+    runs on the whole batch; affine gradients as (half 0, both halves) or, in low precision, (half 0,
+    half 1), like :class:`_Conv`."""
 
     @staticmethod
-    def forward(ctx, x, w0, wt, b0, bt, kind, spec):
+    def forward(ctx, x, w0, wt, b0, bt, kind, spec, policy):
         ctx.kind, ctx.spec = kind, spec
+        x, w0, b0 = _cast(policy, x, w0, b0)
+        x = x.contiguous()  # the native kernels assume it (aten.group_norm makes it so before its kernel)
+        ctx.total_form = total_form(x)
         flat = x.flatten(0, 1)
         if kind == "layer":
             y, mean, rstd = aten.native_layer_norm(flat, spec[0], w0, b0, spec[1])
@@ -153,21 +232,25 @@ class _PerSampleNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        g = g.contiguous()  # as autograd's own formulas give it to these kernels
         x, w, b, mean, rstd = ctx.saved_tensors
-        gx, gw_total, gb_total = _PerSampleNorm._backward(
-            ctx, g.flatten(0, 1), x.flatten(0, 1), w, b, mean, rstd, [ctx.needs_input_grad[0], w is not None,
-                                                                      b is not None])
+        mask_wb = [False, w is not None, b is not None]
         half = x.shape[1]
-        if ctx.kind == "layer":  # mean / rstd: (2B..., 1) like x without the normalised dims
-            m, r = mean[:half], rstd[:half]
-        elif ctx.kind == "group":  # (2B, groups)
-            m, r = mean[:half], rstd[:half]
+        if ctx.kind == "layer" or ctx.kind == "group":  # mean / rstd: (2B..., 1) or (2B, groups)
+            stats = [(mean[:half], rstd[:half]), (mean[half:], rstd[half:])]
         else:  # eval BatchNorm: the saved statistics are not used
-            m, r = mean, rstd
-        _, gw_half0, gb_half0 = _PerSampleNorm._backward(ctx, g[0], x[0], w, b, m, r, [False, w is not None,
-                                                                                      b is not None])
+            stats = [(mean, rstd), (mean, rstd)]
+        if ctx.total_form:
+            gx, gw_b, gb_b = _PerSampleNorm._backward(ctx, g.flatten(0, 1), x.flatten(0, 1), w, b, mean, rstd,
+                                                      [ctx.needs_input_grad[0]] + mask_wb[1:])
+            _, gw_a, gb_a = _PerSampleNorm._backward(ctx, g[0], x[0], w, b, *stats[0], mask_wb)
+        else:  # low precision: each half's own affine gradient
+            gx = _PerSampleNorm._backward(ctx, g.flatten(0, 1), x.flatten(0, 1), w, b, mean, rstd,
+                                          [True, False, False])[0] if ctx.needs_input_grad[0] else None
+            (_, gw_a, gb_a), (_, gw_b, gb_b) = (_PerSampleNorm._backward(ctx, g[h], x[h], w, b, *stats[h], mask_wb)
+                                                for h in range(2))
         gx = gx.unflatten(0, x.shape[:2]) if gx is not None else None
-        return gx, gw_half0, gw_total, gb_half0, gb_total, None, None
+        return gx, gw_a, gw_b, gb_a, gb_b, None, None, None
 
 
 class _BatchNormTrain(torch.autograd.Function):
@@ -189,6 +272,7 @@ class _BatchNormTrain(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        g = g.contiguous()
         x, w, save_mean, save_invstd = ctx.saved_tensors
         mask = [ctx.needs_input_grad[0], w is not None, w is not None]
         per = [aten.native_batch_norm_backward(g[h], x[h], w, None, None, save_mean[h], save_invstd[h], True,
@@ -293,6 +377,41 @@ class _VRecurrent(torch.autograd.Function):
         return out, torch.utils._pytree.tree_map(lambda _: 0, out)
 
 
+class _VPerSample(torch.autograd.Function):
+    """Entry for a parameter-free function of one batched input that treats utterances independently (pooling):
+    one call on the ``(2B, ...)`` batch. functorch batches some of these through a fallback that can be wrong for
+    strided inputs (adaptive average pooling of a transposed bfloat16 tensor on the CPU: ``as_strided_``)."""
+
+    @staticmethod
+    def forward(*args):
+        raise RuntimeError("dpda.train.path_kernels: only callable under vmap")
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        return None
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("dpda.train.path_kernels: autograd records the physical call")
+
+    @staticmethod
+    def vmap(info, in_dims, fn, x, *rest):
+        if in_dims[1] is None or any(d is not None for d in tree_leaves(in_dims[2:])):
+            raise RuntimeError("dpda.train.path_kernels: only the input of a per-sample function may be batched")
+        x = x.movedim(in_dims[1], 0)
+        out = fn(x.flatten(0, 1), *rest)
+        out = torch.utils._pytree.tree_map(lambda t: t.unflatten(0, x.shape[:2]) if isinstance(t, torch.Tensor) else t,
+                                           out)
+        return out, torch.utils._pytree.tree_map(lambda t: 0 if isinstance(t, torch.Tensor) else None, out)
+
+
+#: parameter-free per-sample functions run once on the 2B batch, with the input dims they take batched
+PER_SAMPLE: Dict[Callable, int] = {
+    F.avg_pool1d: 3, F.max_pool1d: 3, F.adaptive_avg_pool1d: 3, F.adaptive_max_pool1d: 3,
+    F.avg_pool2d: 4, F.max_pool2d: 4, F.adaptive_avg_pool2d: 4, F.adaptive_max_pool2d: 4,
+}
+
+
 _VLinear = _vmapped(_Linear)
 _VConv = _vmapped(_Conv)
 _VPerSampleNorm = _vmapped(_PerSampleNorm)
@@ -320,6 +439,10 @@ class PathKernels(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        dims = PER_SAMPLE.get(func)
+        if dims is not None and args and is_batchedtensor(args[0]) and args[0].dim() == dims:
+            self.routed[func.__name__] = self.routed.get(func.__name__, 0) + 1
+            return _VPerSample.apply(functools.partial(func, **kwargs) if kwargs else func, *args)
         handler = self._handlers.get(func)
         if handler is not None:
             out = handler(*args, **kwargs)
@@ -332,8 +455,7 @@ class PathKernels(TorchFunctionMode):
                 form: str = "halves") -> Optional[List[Any]]:
         """``[w_, w_, b_, b_]``: a trainable parameter's leaf aliases, halves ``(path 0, path 1)`` or
         ``form="total"`` ``(path 0, both paths)``; an unbatched tensor (a frozen parameter, None) twice; None
-        when one of them is computed from trainable parameters (or under autocast, whose casts the kernels do
-        not repeat)."""
+        when one of them is computed from trainable parameters."""
         if weight is None or is_batchedtensor(weight) and id(weight) not in self.aliases:
             return None
         pick = (0, 1) if form == "halves" else (2, 3)
@@ -343,33 +465,47 @@ class PathKernels(TorchFunctionMode):
             if aliases is None and t is not None and is_batchedtensor(t):
                 return None
             out.extend((aliases[pick[0]], aliases[pick[1]]) if aliases is not None else (t, t))
-        if torch.is_autocast_enabled(weight.device.type):
-            return None
         return out
+
+    @staticmethod
+    def _form(input: torch.Tensor, policy: Optional[Tuple[str, torch.dtype]]) -> str:
+        """The aliases a conv / norm kernel returns gradients for (see :func:`total_form`)."""
+        dtype = input.dtype if policy is None or policy[0] == "as_is" else (
+            policy[1] if policy[0] == "lower" else torch.float32)
+        return "total" if dtype in (torch.float32, torch.float64) else "halves"
 
     def _linear(self, input, weight, bias=None):
         affine = self._affine(weight, bias)
         if affine is None or not is_batchedtensor(input):
             return NotImplemented
-        return _VLinear.apply(input, *affine)
+        return _VLinear.apply(input, *affine, autocast_policy("linear", input.device))
 
     def _conv(self, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        affine = self._affine(weight, bias, "total")
-        if affine is None or isinstance(padding, str) or not is_batchedtensor(input) or input.dim() != weight.dim():
+        if isinstance(padding, str) or not is_batchedtensor(input) or input.dim() != weight.dim():
             return NotImplemented
-        return _VConv.apply(input, *affine, stride, padding, dilation, groups)
+        policy = autocast_policy("conv1d" if weight.dim() == 3 else "conv2d", input.device)
+        affine = self._affine(weight, bias, self._form(input, policy))
+        if affine is None:
+            return NotImplemented
+        return _VConv.apply(input, *affine, stride, padding, dilation, groups, policy)
 
     def _layer_norm(self, input, normalized_shape, weight=None, bias=None, eps=1e-5):
-        affine = self._affine(weight, bias, "total")
-        if affine is None or not is_batchedtensor(input):
+        if not is_batchedtensor(input):
             return NotImplemented
-        return _VPerSampleNorm.apply(input, *affine, "layer", (list(normalized_shape), eps))
+        policy = autocast_policy("layer_norm", input.device)
+        affine = self._affine(weight, bias, self._form(input, policy))
+        if affine is None:
+            return NotImplemented
+        return _VPerSampleNorm.apply(input, *affine, "layer", (list(normalized_shape), eps), policy)
 
     def _group_norm(self, input, num_groups, weight=None, bias=None, eps=1e-5):
-        affine = self._affine(weight, bias, "total")
-        if affine is None or not is_batchedtensor(input) or input.dim() < 2:
+        if not is_batchedtensor(input) or input.dim() < 2:
             return NotImplemented
-        return _VPerSampleNorm.apply(input, *affine, "group", (input.shape[1], num_groups, eps))
+        policy = autocast_policy("group_norm", input.device)
+        affine = self._affine(weight, bias, self._form(input, policy))
+        if affine is None:
+            return NotImplemented
+        return _VPerSampleNorm.apply(input, *affine, "group", (input.shape[1], num_groups, eps), policy)
 
     def _batch_norm(self, input, running_mean, running_var, weight=None, bias=None, training=False,
                     momentum=0.1, eps=1e-5):
@@ -377,8 +513,6 @@ class PathKernels(TorchFunctionMode):
             return NotImplemented
         if weight is None and bias is None:
             affine: Optional[List[Any]] = [None, None, None, None]
-            if torch.is_autocast_enabled(input.device.type):
-                return NotImplemented
         else:
             affine = self._affine(weight, bias)
         if affine is None or any(t is not None and is_batchedtensor(t) for t in (running_mean, running_var)):
@@ -387,8 +521,8 @@ class PathKernels(TorchFunctionMode):
             return _VBatchNormTrain.apply(input, *affine, running_mean, running_var, momentum, eps)
         if affine[0] is None:
             return NotImplemented
-        affine = self._affine(weight, bias, "total")
-        return _VPerSampleNorm.apply(input, *affine, "batch_eval", (running_mean, running_var, eps))
+        affine = self._affine(weight, bias, self._form(input, None))
+        return _VPerSampleNorm.apply(input, *affine, "batch_eval", (running_mean, running_var, eps), None)
 
 
     def _recurrent(self, fn: Callable) -> Callable:
@@ -396,7 +530,7 @@ class PathKernels(TorchFunctionMode):
             # the packed-sequence overloads take (data, batch_sizes, hx, params, ...): left to the generic rule
             if not isinstance(params, (list, tuple)) or not is_batchedtensor(input):
                 return NotImplemented
-            if any(is_batchedtensor(t) for t in tree_leaves(hx)) or torch.is_autocast_enabled(input.device.type):
+            if any(is_batchedtensor(t) for t in tree_leaves(hx)):
                 return NotImplemented
             halves: List[List[torch.Tensor]] = [[], []]
             for p in params:
