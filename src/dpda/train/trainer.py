@@ -54,11 +54,11 @@ from dpda.errors import DpdaError
 from dpda.fileio import atomic_write_text
 from dpda.metrics import compute_eer
 from dpda.models import build_model
-from dpda.train.amp import LossScaler
 from dpda.train.checkpoint import INIT_ONLY_OPTIONS, RUN_MODEL_FILE, CheckpointError, inference_payload, load_checkpoint, save_checkpoint
 from dpda.train.config import RunConfig, resolve_init_from
 from dpda.train.data import EpochSampler, EvalSet, TrainSet, eval_loader, train_loader
-from dpda.train.engine import ConflictTracker, DualPathEngine, StepOutput, model_logits, weighted_cross_entropy
+from dpda.train.engine import ConflictTracker, StepOutput, model_logits, weighted_cross_entropy
+from dpda.train.steps import build_step
 
 COS_BINS = 20
 
@@ -188,23 +188,7 @@ class Trainer:
                                 f"this model.config: {str(e).splitlines()[0]}") from None
             self.log(f"starting from the weights of {cfg.model.init_from}")
         self.loss_fn = weighted_cross_entropy(cfg.train.bonafide_weight, cfg.train.spoof_weight)
-        amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.amp]
-        self.amp_dtype = amp
-        self.engine: Optional[DualPathEngine] = None
-        self.scaler: Optional[LossScaler] = None
-        if cfg.train.mode in ("dual", "dpda"):
-            from dpda.align import build_aligner
-
-            aligner = build_aligner("none") if cfg.train.mode == "dual" else build_aligner(cfg.train.aligner.name, **cfg.train.aligner.options)
-            one_pass = {"auto": None, "on": True, "off": False}[cfg.train.one_pass]
-            self.engine = DualPathEngine(self.model, aligner, self.loss_fn, mode=cfg.train.engine_mode, amp_dtype=amp,
-                                         one_pass=one_pass)
-        else:
-            self.scaler = LossScaler() if amp == torch.float16 else None
-            if self.world > 1:
-                with torch.no_grad():
-                    for t in list(self.model.parameters()) + list(self.model.buffers()):
-                        dist.broadcast(t.data, src=0)
+        self.step = build_step(cfg, self.model, self.loss_fn)
         params = [p for p in self.model.parameters() if p.requires_grad]
         o = cfg.train.optimizer
         if o.name == "adam":
@@ -252,8 +236,7 @@ class Trainer:
             epoch=epoch, batch=batch, global_step=global_step,
             optimizer=self.optimizer.state_dict(),
             scheduler=None if self.scheduler is None else self.scheduler.state_dict(),
-            engine=None if self.engine is None else self.engine.state_dict(),
-            scaler=None if self.scaler is None else self.scaler.state_dict(),
+            **self.step.state_dict(),
             rng=rng,
             trainer={
                 "history": self.history, "topk": self.topk, "bad_epochs": self.bad_epochs,
@@ -292,10 +275,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        if self.engine is not None and state.get("engine") is not None:
-            self.engine.load_state_dict(state["engine"])
-        if self.scaler is not None and state.get("scaler") is not None:
-            self.scaler.load_state_dict(state["scaler"])
+        self.step.load_state_dict(state)
         self._restore_rng(state["rng"], state["global_step"])
         t = state["trainer"]
         self.history, self.topk, self.bad_epochs = t["history"], [tuple(x) for x in t["topk"]], t["bad_epochs"]
@@ -375,30 +355,6 @@ class Trainer:
         atomic_write_text(self.run_dir / "env.json", json.dumps(env, indent=2))
 
     # ------------------------------------------------------------------ steps
-    def _single_step(self, x_aug: torch.Tensor, y: torch.Tensor) -> StepOutput:
-        self.optimizer.zero_grad(set_to_none=True)
-        ctx = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else _null()
-        with ctx:
-            logits = model_logits(self.model(x_aug))
-        loss = self.loss_fn(logits, y)
-        scale = self.scaler.scale if self.scaler is not None else 1.0
-        (loss * scale).backward()
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if self.world > 1:
-            for p in params:
-                dist.all_reduce(p.grad)
-                p.grad.div_(self.world)
-        if self.scaler is not None:
-            for p in params:
-                p.grad.mul_(1.0 / scale)
-            found_inf = not all(bool(torch.isfinite(p.grad).all()) for p in params)
-            self.scaler.update(found_inf)
-            if found_inf:
-                self.optimizer.zero_grad(set_to_none=True)
-                return StepOutput(float(loss.detach()), float(loss.detach()), {}, skipped=True)
-        norm = float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params))) if params else 0.0
-        return StepOutput(float(loss.detach()), float(loss.detach()), {"norms": [norm, norm]})
-
     def compute_gradients(self, x: torch.Tensor, x_aug: Optional[torch.Tensor], y: torch.Tensor) -> StepOutput:
         """Augmentation on the device (when ``x_aug`` is None), the mode's gradients and clipping, into ``param.grad``.
 
@@ -406,13 +362,7 @@ class Trainer:
         """
         if x_aug is None:
             x_aug = self._device_augment(x)
-        if self.engine is None:
-            out = self._single_step(x_aug, y)
-        else:
-            out = self.engine.compute_gradients(x, x_aug, y)
-        if not out.skipped and self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], self.cfg.train.grad_clip)
-        return out
+        return self.step(x, x_aug, y)
 
     def _train_step(self, x: torch.Tensor, x_aug: Optional[torch.Tensor], y: torch.Tensor) -> StepOutput:
         out = self.compute_gradients(x, x_aug, y)
@@ -569,7 +519,7 @@ class Trainer:
         msg = f"epoch {epoch + 1}: train loss {rec['train_loss']:.4f}"
         if "dev_loss" in rec:
             msg += f", dev loss {rec['dev_loss']:.4f}, dev EER {rec['dev_eer']:.2f}%"
-        if self.engine is not None:
+        if self.cfg.train.mode != "single":
             msg += f", conflicts {100 * rec['conflict_rate']:.1f}%"
         self.log(msg + f" ({seconds:.0f} s)")
 
@@ -666,8 +616,7 @@ class Trainer:
             atomic_write_text(self.run_dir / "summary.json", json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
             self.log(f"finished: {len(self.history)} epoch(s), best epoch {best['epoch']}; model.pt is the "
                      f"{_describe({**chosen, 'dev': None})}: {self.run_dir / 'model.pt'}")
-        if self.engine is not None:
-            self.engine.close()
+        self.step.close()
         if getattr(self, "tb", None) is not None:
             self.tb.close()
         return summary
@@ -681,14 +630,6 @@ class Trainer:
                 if rec.get("type") == "step":
                     out.append(rec)
         return out
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 def _describe(candidate: Dict[str, Any]) -> str:
