@@ -48,15 +48,15 @@ import torch.nn as nn
 
 from dpda import __version__
 from dpda.config import dump_yaml, to_dict
-from dpda.data import Manifest, load_manifest
 from dpda.devices import place_rank
 from dpda.errors import DpdaError
 from dpda.fileio import atomic_write_text
 from dpda.metrics import compute_eer
 from dpda.models import build_model
+from dpda.train.build import DeviceAugment, build_datasets, build_optimizer, build_run_model, build_scheduler
 from dpda.train.checkpoint import INIT_ONLY_OPTIONS, RUN_MODEL_FILE, CheckpointError, inference_payload, load_checkpoint, save_checkpoint
-from dpda.train.config import RunConfig, resolve_init_from
-from dpda.train.data import EpochSampler, EvalSet, TrainSet, eval_loader, train_loader
+from dpda.train.config import RunConfig
+from dpda.train.data import EpochSampler, EvalSet, eval_loader, train_loader
 from dpda.train.engine import ConflictTracker, StepOutput, model_logits, weighted_cross_entropy
 from dpda.train.steps import build_step
 
@@ -158,76 +158,23 @@ class Trainer:
             self._log(msg)
 
     # ------------------------------------------------------------------ setup
-    def _manifest(self, split) -> Manifest:
-        fmt = split.format or self.cfg.data.format
-        m = load_manifest(fmt, split.protocol, split.root)
-        return m.filter(subset=split.subset) if split.subset else m
-
     def _build(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        train_m = self._manifest(cfg.data.train)
-        if cfg.data.max_train_utterances and cfg.data.max_train_utterances < len(train_m):
-            keep = sorted(np.random.default_rng(cfg.seed).choice(len(train_m), cfg.data.max_train_utterances, replace=False))
-            train_m = Manifest(train_m.format, train_m.source, tuple(train_m.utterances[i] for i in keep))
-        self.dev_m = self._manifest(cfg.data.dev) if cfg.data.dev is not None else None
-        augment = None
-        if cfg.augment.where == "workers":
-            augment = self._worker_augment()
-        self.train_set = TrainSet(train_m, cfg.data.sample_rate, cfg.data.crop_samples, cfg.seed, augment)
-        per_step = cfg.data.batch_size * self.world
-        if len(self.train_set) < per_step:
-            raise DpdaError(f"the training split has {len(self.train_set)} utterances, fewer than one batch ({per_step})")
-        init = resolve_init_from(cfg)
-        self.model = build_model(cfg.model.name, **cfg.model.config).to(self.device)
-        if init is not None and not self.resume:  # a resumed run has its own weights in last.pt
-            try:
-                self.model.load_state_dict(init["model_state"], strict=True)
-            except RuntimeError as e:
-                raise DpdaError(f"model.init_from: {cfg.model.init_from}: weights do not fit {cfg.model.name} with "
-                                f"this model.config: {str(e).splitlines()[0]}") from None
-            self.log(f"starting from the weights of {cfg.model.init_from}")
+        self.train_set, self.dev_m = build_datasets(cfg, self.world)
+        self.model = build_run_model(cfg, self.device, fresh=not self.resume, log=self.log)
         self.loss_fn = weighted_cross_entropy(cfg.train.bonafide_weight, cfg.train.spoof_weight)
         self.step = build_step(cfg, self.model, self.loss_fn)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        o = cfg.train.optimizer
-        if o.name == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
-        elif o.name == "adamw":
-            self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
-        else:
-            self.optimizer = torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum)
-        s = cfg.train.scheduler
-        if s.name == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.train.epochs, eta_min=s.min_lr)
-        elif s.name == "step":
-            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=s.step_size, gamma=s.gamma)
-        else:
-            self.scheduler = None
-        self.aug_generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + self.rank + 1)
-
-    def _worker_augment(self):
-        from dpda.augment.chain import RawBoostStep, load_chain
-
-        a = self.cfg.augment
-        if a.chain:
-            return load_chain(a.chain, sr=self.cfg.data.sample_rate)
-        return RawBoostStep(a.rawboost_algo, a.rawboost_params, sr=self.cfg.data.sample_rate)
-
-    def _device_augment(self, x: torch.Tensor) -> torch.Tensor:
-        from dpda.augment.rawboost import RawBoostParams
-        from dpda.augment.rawboost.batched import rawboost_batched
-
-        a = self.cfg.augment
-        params = RawBoostParams(**a.rawboost_params) if a.rawboost_params else None
-        return rawboost_batched(x, a.rawboost_algo, generator=self.aug_generator, params=params, sr=self.cfg.data.sample_rate)
+        self.optimizer = build_optimizer(cfg.train.optimizer, [p for p in self.model.parameters() if p.requires_grad])
+        self.scheduler = build_scheduler(cfg.train, self.optimizer)
+        self.augment = DeviceAugment(cfg, self.device, self.rank)
 
     # ------------------------------------------------------------------ state
     def _full_state(self, epoch: int, batch: int, global_step: int, acc: EpochAccumulator, tracker: ConflictTracker,
                     cos_hist: np.ndarray) -> Dict[str, Any]:
         payload = inference_payload(self.cfg.model.name, self.cfg.model.config, self.model,
                                     self.cfg.data.sample_rate, self.cfg.data.crop_samples)
-        rng = {"torch": torch.get_rng_state(), "augment": self.aug_generator.get_state(),
+        rng = {"torch": torch.get_rng_state(), "augment": self.augment.generator.get_state(),
                "augment_device": self.device.type}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -300,12 +247,7 @@ class Trainer:
         """
         torch.set_rng_state(rng["torch"].to(device="cpu", dtype=torch.uint8))
         saved_on = rng.get("augment_device")
-        state = rng["augment"].to(device="cpu", dtype=torch.uint8)
-        current = self.aug_generator.get_state()
-        if (saved_on is None or saved_on == self.device.type) and state.numel() == current.numel():
-            self.aug_generator.set_state(state)
-        else:
-            self.aug_generator.manual_seed((self.cfg.seed * 7919 + global_step * 104729 + self.rank + 1) % (2**63))
+        if not self.augment.restore(rng["augment"], saved_on, global_step):
             self.log(f"note: the checkpoint's augmentation RNG comes from {saved_on or 'another device'} and cannot continue "
                      f"on {self.device.type}; reseeded it (the random augmentations differ from an uninterrupted run)")
         cuda_states = rng.get("cuda") or []
@@ -361,7 +303,7 @@ class Trainer:
         ``x``, ``x_aug``: (B, T) waveforms on :attr:`device`; ``y``: (B,) labels (1 = bona fide).
         """
         if x_aug is None:
-            x_aug = self._device_augment(x)
+            x_aug = self.augment(x)
         return self.step(x, x_aug, y)
 
     def _train_step(self, x: torch.Tensor, x_aug: Optional[torch.Tensor], y: torch.Tensor) -> StepOutput:
