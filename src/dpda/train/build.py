@@ -8,20 +8,18 @@ optimizer, scheduler, device augmentation.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from dpda.data import Manifest, load_manifest
 from dpda.errors import DpdaError
 from dpda.models import build_model
 from dpda.train.config import OptimizerConfig, RunConfig, SplitConfig, TrainConfig, resolve_init_from
 from dpda.train.data import TrainSet
-
-#: a learning-rate scheduler stepped once per epoch (None: constant learning rate)
-Scheduler = Optional[Any]
 
 
 def load_split(cfg: RunConfig, split: SplitConfig) -> Manifest:
@@ -85,7 +83,7 @@ def build_optimizer(o: OptimizerConfig, params: List[nn.Parameter]) -> torch.opt
     return torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum)
 
 
-def build_scheduler(t: TrainConfig, optimizer: torch.optim.Optimizer) -> Scheduler:
+def build_scheduler(t: TrainConfig, optimizer: torch.optim.Optimizer) -> Optional[LRScheduler]:
     """``train.scheduler`` (stepped once per epoch): cosine over ``train.epochs``, step decay, or None."""
     s = t.scheduler
     if s.name == "cosine":

@@ -51,7 +51,10 @@ def average_state_dicts(states: List[Dict[str, torch.Tensor]]) -> Dict[str, torc
 def describe(candidate: Dict[str, Any]) -> str:
     """'average of epochs 2, 3 (dev loss 0.9270, EER 17.00%)' for a final-model candidate."""
     epochs = candidate["epochs"]
-    what = f"average of epochs {', '.join(map(str, epochs))}" if candidate["kind"] == "average" else f"best epoch {epochs[0]}"
+    if candidate["kind"] == "average":
+        what = f"average of epochs {', '.join(map(str, epochs))}"
+    else:
+        what = f"best epoch {epochs[0]}"
     dev = candidate["dev"]
     return what + (f" (dev loss {dev[0]:.4f}, EER {dev[1]:.2f}%)" if dev is not None else "")
 
@@ -69,7 +72,8 @@ def choose_final_model(cfg: RunConfig, checkpointer: Checkpointer, device: torch
     kinds = ["average", "best"] if policy == "better" and validate is not None and len(topk) > 1 else \
         ["best" if policy == "best" else "average"]
     states = checkpointer.load_states()
-    build_options = {k: v for k, v in cfg.model.config.items() if k not in INIT_ONLY_OPTIONS}  # weights come from states
+    # the weights come from the states, not from the options that load weights
+    build_options = {k: v for k, v in cfg.model.config.items() if k not in INIT_ONLY_OPTIONS}
     candidates: Dict[str, Dict[str, Any]] = {}
     for kind in kinds:
         picked = topk if kind == "average" else topk[:1]
@@ -87,7 +91,8 @@ def choose_final_model(cfg: RunConfig, checkpointer: Checkpointer, device: torch
         chosen = next(iter(candidates.values()))
     summary["final_model"] = {
         "policy": policy, "chosen": chosen["kind"], "epochs": chosen["epochs"],
-        "candidates": {k: {"epochs": c["epochs"], **({"dev_loss": c["dev"][0], "dev_eer": c["dev"][1]} if c["dev"] else {})}
+        "candidates": {k: {"epochs": c["epochs"],
+                           **({"dev_loss": c["dev"][0], "dev_eer": c["dev"][1]} if c["dev"] else {})}
                        for k, c in candidates.items()},
     }
     return chosen.pop("model"), chosen
@@ -155,7 +160,8 @@ def finish_run(
         summary["plots"] = plot_training(history, run_log.step_records(), run_dir / "plots")
     except Exception as e:  # plots must never lose a finished run
         run_log(f"warning: could not write plots: {e}")
-    atomic_write_text(run_dir / "summary.json", json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
+    written = {k: v for k, v in summary.items() if k != "history"}
+    atomic_write_text(run_dir / "summary.json", json.dumps(written, indent=2))
     run_log(f"finished: {len(history)} epoch(s), best epoch {best['epoch']}; model.pt is the "
             f"{describe({**chosen, 'dev': None})}: {run_dir / RUN_MODEL_FILE}")
     return summary

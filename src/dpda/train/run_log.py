@@ -75,7 +75,8 @@ class EpochStats:
 
     def state(self) -> Dict[str, Any]:
         """The checkpoint entries ``accumulator``, ``tracker``, ``cos_hist``."""
-        return {"accumulator": self.acc.state(), "tracker": dict(self.tracker.__dict__), "cos_hist": self.cos_hist.tolist()}
+        return {"accumulator": self.acc.state(), "tracker": dict(self.tracker.__dict__),
+                "cos_hist": self.cos_hist.tolist()}
 
     @classmethod
     def from_state(cls, state: Dict[str, Any]) -> "EpochStats":
@@ -177,7 +178,8 @@ class RunLog:
             kind = rec["type"]
             step = rec["step"] if kind == "step" else rec["epoch"]
             for k, v in rec.items():
-                if k not in ("type", "epoch", "step", "batch") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                is_number = isinstance(v, (int, float)) and not isinstance(v, bool)
+                if k not in ("type", "epoch", "step", "batch") and is_number:
                     self.writer.add_scalar(f"{kind}/{k}", v, step)
             if kind == "step" and "conflict" in rec:
                 self.writer.add_scalar("step/conflict", int(rec["conflict"]), step)

@@ -11,7 +11,7 @@ unless the returned :class:`~dpda.train.engine.StepOutput` says ``skipped``
 ``train.mode``          step                         what it computes
 ======================  ===========================  ===========================================
 ``single``              :class:`SinglePathStep`      the gradient of the augmented path's loss
-``dual``                :class:`DualPathStep`        both paths, summed by the ``none`` aligner
+``dual``                :class:`DualPathStep`        both paths, averaged (the ``none`` aligner)
 ``dpda``                :class:`DualPathStep`        both paths, aligned by ``train.aligner``
 ======================  ===========================  ===========================================
 

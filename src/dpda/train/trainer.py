@@ -101,7 +101,8 @@ class Trainer:
                                  local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(self.world)))).device
         self.resume = resume and self.checkpointer.has_last()
         if resume and not self.resume:  # stopped before its first checkpoint: its reports go, it starts again
-            self.log(f"{self.run_dir} has no checkpoint yet (stopped before the first one): starting it from the beginning")
+            self.log(f"{self.run_dir} has no checkpoint yet (stopped before the first one): "
+                     "starting it from the beginning")
             self.log.discard()
         self.history: List[Dict[str, Any]] = []  # epoch records
         self.bad_epochs = 0  # epochs since the monitored metric last improved
@@ -127,7 +128,8 @@ class Trainer:
                          f"Model: {self.run_dir / RUN_MODEL_FILE}")
                 return done
             epoch, batch, global_step, stats = self._restore(state)
-            self.log(f"resuming {self.run_dir} at epoch {epoch + 1}, batch {batch} (step {global_step}) on {self.device}")
+            self.log(f"resuming {self.run_dir} at epoch {epoch + 1}, batch {batch} (step {global_step}) "
+                     f"on {self.device}")
         else:
             self.log.write_run_files(cfg, self.device, self.world)
         self.log.open_tensorboard(purge_step=global_step + 1 if self.resume else None)
@@ -197,7 +199,7 @@ class Trainer:
         return self.optimizer.param_groups[0]["lr"]
 
     def _monitored(self, rec: Dict[str, Any]) -> float:
-        """The monitored value of an epoch record (lower is better): ``train.monitor``, or the train loss without dev."""
+        """The monitored value of an epoch record (lower is better): ``train.monitor`` (train loss without dev)."""
         return float(rec[self.cfg.train.monitor if self.dev_m is not None else "train_loss"])
 
     def _end_epoch(self, epoch: int, stats: EpochStats, seconds: float) -> None:
@@ -219,13 +221,14 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, model: Optional[nn.Module] = None) -> DevResult:
-        """(dev loss, dev EER %, EER threshold, bona fide scores, spoof scores) of ``model`` (default: the one trained)."""
+        """(dev loss, dev EER %, EER threshold, bona fide scores, spoof scores) of ``model`` (default: self.model)."""
         model = model or self.model
         assert self.dev_m is not None
         was_training = model.training
         model.eval()
-        loader = eval_loader(EvalSet(self.dev_m, self.cfg.data.sample_rate, self.cfg.data.crop_samples),
-                             self.cfg.data.eval_batch_size, self.cfg.data.num_workers, pin_memory=self.device.type == "cuda")
+        d = self.cfg.data
+        loader = eval_loader(EvalSet(self.dev_m, d.sample_rate, d.crop_samples), d.eval_batch_size, d.num_workers,
+                             pin_memory=self.device.type == "cuda")
         losses, n, scores, labels = 0.0, 0, [], []
         for x, y in loader:
             x, y = x.to(self.device), y.to(self.device)
