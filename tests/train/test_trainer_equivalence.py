@@ -68,7 +68,10 @@ def test_fit_ends_with_the_weights_of_a_plain_loop(corpus, tmp_path, mode, engin
     cfg = config(corpus, mode, engine_mode=engine_mode, one_pass="off", grad_clip=1.0, steps_per_epoch=4)
     cfg.augment.where = where
     run = tmp_path / "run"
-    Trainer(cfg, run, progress=False, log=lambda m: None, checkpoint_every=3).fit()  # validates and checkpoints
+    trainer = Trainer(cfg, run, progress=False, log=lambda m: None, checkpoint_every=3)
+    built = set(vars(trainer))
+    trainer.fit()  # validates and checkpoints
+    assert set(vars(trainer)) == built  # everything is made in __init__
     trained = load_checkpoint(run / "checkpoints" / "last.pt")["model_state"]
     reference = plain_loop(cfg)
     assert set(trained) == set(reference)
