@@ -111,3 +111,24 @@ def test_leaf_augmentations_do_not_import_the_builder_or_the_combinators():
     for leaf in ("noise", "reverb", "codec", "filters"):
         assert not graph[f"dpda.augment.{leaf}"] & {"dpda.augment.chain", "dpda.augment.builder",
                                                      "dpda.augment.combinators"}, leaf
+
+
+def _is_train(module: str) -> bool:
+    return module == "dpda.train" or module.startswith("dpda.train.")
+
+
+def test_only_the_command_line_imports_train():
+    import dpda
+
+    graph = module_imports(dpda.__path__[0], "dpda")
+    outside = {m: sorted(filter(_is_train, deps)) for m, deps in graph.items()
+               if not _is_train(m) and not m.startswith("dpda.cli") and any(map(_is_train, deps))}
+    assert not outside
+
+
+def test_train_imports_form_no_cycle():
+    import dpda.train
+
+    graph = module_imports(dpda.train.__path__[0], "dpda.train")
+    assert "dpda.train.steps" in graph["dpda.train.trainer"]
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))

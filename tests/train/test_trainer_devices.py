@@ -117,11 +117,9 @@ def test_training_step_creates_no_tensor_off_the_device(corpus, tmp_path, mode, 
     cfg = config(corpus, mode, engine_mode=engine_mode, amp=amp, grad_clip=1.0)
     cfg.augment.where = where
     trainer = Trainer(cfg, tmp_path / "run", **QUIET)
-    trainer._build()
     x, x_aug, y = _first_batch(trainer)
-    for scaler in (trainer.scaler, trainer.engine and trainer.engine.loss_scaler):
-        if scaler is not None:
-            scaler.scale = 2.0**8  # fp16: start low rather than back off from 2**16 over skipped steps
+    if trainer.step.loss_scaler is not None:
+        trainer.step.loss_scaler.scale = 2.0**8  # fp16: start low rather than back off from 2**16 over skipped steps
     with implicit_tensors_on_meta():
         for _ in range(8):
             out = trainer.compute_gradients(x, x_aug, y)

@@ -97,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg)
         if (run_dir / "checkpoints" / "last.pt").exists():
             raise DpdaError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir")
-    trainer = Trainer(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress,
-                      checkpoint_every=args.checkpoint_every)
     try:
+        trainer = Trainer(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress,
+                          checkpoint_every=args.checkpoint_every)
         summary = trainer.fit()
         if dist.is_initialized():
             # Rank 0 averages, validates and writes the final model after the other ranks are done;

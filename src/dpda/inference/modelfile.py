@@ -8,7 +8,7 @@ temporary name, flushed, fsynced and renamed, so an interrupted write never
 replaces a good file; a truncated or corrupt file raises
 :class:`CheckpointError` naming the file.
 
-What a training run writes (see :mod:`dpda.train.trainer`)::
+What a training run writes (see :mod:`dpda.train.trainer` and :mod:`dpda.train.checkpointer`)::
 
     RUN_DIR/model.pt                  the final model (its model card + weights)
     RUN_DIR/checkpoints/last.pt       full state after the last completed checkpoint

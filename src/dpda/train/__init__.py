@@ -1,4 +1,5 @@
-"""Training: the dual-path (DPDA) gradient engine, loss scaling, (later) the training loop and checkpoints."""
+"""Training: the gradient steps (``steps``) over the dual-path engine (``engine``), the loop (``trainer``)
+and its parts; the module map is in docs/training.md."""
 
 from dpda.train.amp import LossScaler
 from dpda.train.engine import ConflictTracker, DualPathEngine, StepOutput, weighted_cross_entropy

@@ -10,7 +10,9 @@ no loss scaling.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
+
+import torch
 
 
 class LossScaler:
@@ -30,6 +32,20 @@ class LossScaler:
         self.backoff_factor = backoff_factor
         self.growth_interval = growth_interval
         self._good_steps = 0
+
+    def unscale_(self, grads: Sequence[torch.Tensor]) -> bool:
+        """Divide the (scaled) gradients by the scale in place, then :meth:`update`; True when one is not finite.
+
+        ``grads``: the gradient tensors of one step (any shapes; a flat buffer
+        or ``param.grad`` tensors). The caller skips the step when this returns
+        True (the scale has then been backed off already).
+        """
+        inv = 1.0 / self.scale
+        for g in grads:
+            g.mul_(inv)
+        found_inf = not all(bool(torch.isfinite(g).all()) for g in grads)
+        self.update(found_inf)
+        return found_inf
 
     def update(self, found_inf: bool) -> None:
         """Adjust the scale after a step (skipped when ``found_inf``)."""

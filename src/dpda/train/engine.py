@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from dpda.align import Aligner, build_aligner
 from dpda.train.amp import LossScaler
 from dpda.train.one_pass import OnePassSplit, unsupported_reason
+from dpda.train.ranks import average_over_ranks, broadcast_from_rank0
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -178,10 +179,7 @@ class DualPathEngine:
                 self._one_pass = OnePassSplit(model, self.params)
             else:
                 self._fall_back(reason, warn=bool(one_pass))
-        if self.world_size > 1:
-            with torch.no_grad():
-                for t in list(model.parameters()) + list(model.buffers()):
-                    dist.broadcast(t.data, src=0)
+        broadcast_from_rank0(model)
 
     # ------------------------------------------------------------------ setup
     def _module_segments(self) -> List[Tuple[str, int, int]]:
@@ -269,11 +267,7 @@ class DualPathEngine:
             loss_aug = self.loss_fn(logits, target)
             self._backward_into(loss_aug, 1, retain_graph=False)
         losses = torch.stack([loss_orig.detach().float(), loss_aug.detach().float()])
-        if self.world_size > 1:
-            dist.all_reduce(buf)
-            buf.div_(self.world_size)
-            dist.all_reduce(losses)
-            losses.div_(self.world_size)
+        average_over_ranks(buf, losses)
         return self._align(buf, float(losses[0]), float(losses[1]))
 
     def _joint_batched_backward(self, loss_orig: torch.Tensor, loss_aug: torch.Tensor) -> bool:
@@ -327,14 +321,10 @@ class DualPathEngine:
         return loss_orig, loss_aug
 
     def _align(self, buf: torch.Tensor, loss_orig: float, loss_aug: float) -> StepOutput:
-        if self.loss_scaler is not None:
-            buf.mul_(1.0 / self.loss_scaler.scale)
-            found_inf = not bool(torch.isfinite(buf).all())
-            self.loss_scaler.update(found_inf)
-            if found_inf:
-                for p in self.params:
-                    p.grad = None
-                return StepOutput(loss_orig, loss_aug, {"loss_scale": self.loss_scaler.scale}, skipped=True)
+        if self.loss_scaler is not None and self.loss_scaler.unscale_([buf]):  # not finite: skip the step
+            for p in self.params:
+                p.grad = None
+            return StepOutput(loss_orig, loss_aug, {"loss_scale": self.loss_scaler.scale}, skipped=True)
         # which parameters got a gradient in each path: host-side bookkeeping in Python bools
         received = self._received
         if self.world_size > 1:
