@@ -58,8 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -68,8 +67,10 @@ import torch.nn.functional as F
 
 from dpda.align import Aligner, build_aligner
 from dpda.train.amp import LossScaler
+from dpda.train.grad_buffer import rng_state, set_rng_state, write_flat
 from dpda.train.one_pass import OnePassSplit, unsupported_reason
 from dpda.train.ranks import average_over_ranks, broadcast_from_rank0
+from dpda.train.step_stats import ConflictTracker, StepOutput  # noqa: F401 - ConflictTracker: re-exported
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -91,20 +92,6 @@ def weighted_cross_entropy(bonafide_weight: float = 0.9, spoof_weight: float = 0
 def model_logits(output: Any) -> torch.Tensor:
     """Logits of a model output (a tensor, or the first element of a tuple)."""
     return output[0] if isinstance(output, (tuple, list)) else output
-
-
-@dataclass
-class StepOutput:
-    """What one dual-path step did; losses are the per-path mean losses (Python floats)."""
-
-    loss_orig: float
-    loss_aug: float
-    stats: Dict[str, Any] = field(default_factory=dict)
-    skipped: bool = False
-
-    @property
-    def loss(self) -> float:
-        return 0.5 * (self.loss_orig + self.loss_aug)
 
 
 class DualPathEngine:
@@ -305,13 +292,13 @@ class DualPathEngine:
         engine falls back)."""
         assert self._one_pass is not None and self._buffer is not None
         scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
-        rng = _rng_state(x.device)
+        rng = rng_state(x.device)
         try:
             loss_orig, loss_aug, rows = self._one_pass(x, x_aug, target, self.loss_fn, lambda: self._autocast(x), scale)
         except Exception as e:  # noqa: BLE001 - any failure of the first try means "cannot batch this model"
             if self._one_pass_worked:
                 raise
-            _set_rng_state(x.device, rng)
+            set_rng_state(x.device, rng)
             self._fall_back(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             return None
         self._one_pass_worked = True
@@ -378,88 +365,3 @@ class DualPathEngine:
         self.aligner.load_state_dict(state.get("aligner") or {})
         if self.loss_scaler is not None and state.get("loss_scaler") is not None:
             self.loss_scaler.load_state_dict(state["loss_scaler"])
-
-
-def _rng_state(device: torch.device) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(device: torch.device, state: Tuple[torch.Tensor, Optional[torch.Tensor]]) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
-def write_flat(out: torch.Tensor, grads: Sequence[Optional[torch.Tensor]], params: Sequence[nn.Parameter],
-               zeros: Optional[Dict[Tuple[int, int], torch.Tensor]] = None) -> None:
-    """Flatten ``grads`` (one per parameter; None = no gradient, written as zeros) into ``out`` with one ``cat``.
-
-    ``out`` is a row ``(P,)`` of the engine's buffer with gradients shaped like
-    the parameters, or the whole buffer ``(2, P)`` with gradients ``(2,
-    *shape)`` (both paths at once). Gradients of another dtype (a
-    low-precision model) are converted. ``zeros``: a cache of the zero parts
-    (never written to), so a parameter that never gets a gradient (an unused
-    layer) costs no operator per step.
-    """
-    lead = tuple(out.shape[:-1])
-    parts = []
-    for i, (g, p) in enumerate(zip(grads, params)):
-        if g is not None:
-            parts.append(g.reshape(*lead, -1))
-            continue
-        key = (i, len(lead))
-        z = zeros.get(key) if zeros is not None else None
-        if z is None or z.dtype != out.dtype or z.device != out.device:
-            z = out.new_zeros(*lead, p.numel())
-            if zeros is not None:
-                zeros[key] = z
-        parts.append(z)
-    if all(t.dtype == out.dtype for t in parts):
-        torch.cat(parts, dim=-1, out=out)
-    else:
-        out.copy_(torch.cat([t.to(out.dtype) for t in parts], dim=-1))
-
-
-class ConflictTracker:
-    """Accumulates per-step gradient statistics into per-epoch summaries.
-
-    ``update(step_output)`` after every step; ``summary()`` gives the fraction
-    of conflicting steps (dot product of the two path gradients < 0), the mean
-    cosine, the mean gradient norm of each path and the number of skipped
-    steps; ``reset()`` at the start of an epoch.
-    """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.steps = 0
-        self.skipped = 0
-        self.conflicts = 0
-        self._cos_sum = 0.0
-        self._norm_sums = [0.0, 0.0]
-
-    def update(self, out: StepOutput) -> None:
-        if out.skipped:
-            self.skipped += 1
-            return
-        s = out.stats
-        if "cos" not in s:
-            return
-        self.steps += 1
-        self.conflicts += int(bool(s["conflict"]))
-        self._cos_sum += float(s["cos"])
-        self._norm_sums[0] += float(s["norms"][0])
-        self._norm_sums[1] += float(s["norms"][1])
-
-    def summary(self) -> Dict[str, float]:
-        n = max(self.steps, 1)
-        return {
-            "steps": self.steps,
-            "skipped": self.skipped,
-            "conflict_rate": self.conflicts / n if self.steps else 0.0,
-            "mean_cos": self._cos_sum / n if self.steps else 0.0,
-            "mean_norm_orig": self._norm_sums[0] / n if self.steps else 0.0,
-            "mean_norm_aug": self._norm_sums[1] / n if self.steps else 0.0,
-        }

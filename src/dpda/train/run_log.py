@@ -29,7 +29,7 @@ from dpda import __version__
 from dpda.config import dump_yaml
 from dpda.fileio import atomic_write_text
 from dpda.train.config import RunConfig
-from dpda.train.engine import ConflictTracker, StepOutput
+from dpda.train.step_stats import ConflictTracker, StepOutput
 
 #: bins of the per-epoch histogram of the path gradients' cosine over [-1, 1]
 COS_BINS = 20
