@@ -77,23 +77,28 @@ from dpda.train.path_layers import (
 # -- vmap entry points: receive the logical (per-path) call, run the physical kernel once --------------------------
 
 
+class _VmapOnly(torch.autograd.Function):
+    """Base of the vmap entries: only their ``vmap`` rule runs (it calls ordinary operators or a physical kernel
+    on the unwrapped batch, which autograd records); forward and backward outside vmap are errors."""
+
+    @staticmethod
+    def forward(*args):
+        raise RuntimeError("dpda.train.path_kernels: only callable under vmap")
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        return None
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("dpda.train.path_kernels: autograd records the operators of the vmap rule instead")
+
+
 def _vmapped(kernel: type) -> type:
     """An autograd.Function usable only under ``vmap`` whose rule calls ``kernel`` on the physical batch (the
     batched input first, every other argument unbatched)."""
 
-    class Entry(torch.autograd.Function):
-        @staticmethod
-        def forward(*args):
-            raise RuntimeError("dpda.train.path_kernels: only callable under vmap")
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            return None
-
-        @staticmethod
-        def backward(ctx, *grads):
-            raise RuntimeError("dpda.train.path_kernels: the physical kernel's backward is used")
-
+    class Entry(_VmapOnly):
         @staticmethod
         def vmap(info, in_dims, x, *rest):
             if any(d is not None for d in tree_leaves(in_dims[1:])):
@@ -115,20 +120,8 @@ class _Attention:
         return out.unflatten(0, q.shape[:2])
 
 
-class _VAttention(torch.autograd.Function):
+class _VAttention(_VmapOnly):
     """Entry for attention: query, key and value are all batched (the generic entry allows one)."""
-
-    @staticmethod
-    def forward(*args):
-        raise RuntimeError("dpda.train.path_kernels: only callable under vmap")
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        return None
-
-    @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError("dpda.train.path_kernels: autograd records the physical call")
 
     @staticmethod
     def vmap(info, in_dims, q, k, v, *rest):
@@ -149,19 +142,7 @@ class _RecurrentPerHalf:
         return torch.utils._pytree.tree_map(lambda a, b: torch.stack([a, b]), outs[0], outs[1])
 
 
-class _VRecurrent(torch.autograd.Function):
-    @staticmethod
-    def forward(*args):
-        raise RuntimeError("dpda.train.path_kernels: only callable under vmap")
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        return None
-
-    @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError("dpda.train.path_kernels: autograd records the physical calls")
-
+class _VRecurrent(_VmapOnly):
     @staticmethod
     def vmap(info, in_dims, x, fn, hx, params0, params1, *flags):
         if any(d is not None for d in tree_leaves((in_dims[2:]))):
@@ -170,22 +151,10 @@ class _VRecurrent(torch.autograd.Function):
         return out, torch.utils._pytree.tree_map(lambda _: 0, out)
 
 
-class _VPerSample(torch.autograd.Function):
+class _VPerSample(_VmapOnly):
     """Entry for a parameter-free function of one batched input that treats utterances independently (pooling):
     one call on the ``(2B, ...)`` batch. functorch batches some of these through a fallback that can be wrong for
     strided inputs (adaptive average pooling of a transposed bfloat16 tensor on the CPU: ``as_strided_``)."""
-
-    @staticmethod
-    def forward(*args):
-        raise RuntimeError("dpda.train.path_kernels: only callable under vmap")
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        return None
-
-    @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError("dpda.train.path_kernels: autograd records the physical call")
 
     @staticmethod
     def vmap(info, in_dims, fn, x, *rest):
