@@ -150,3 +150,91 @@ def test_grid_runs_scores_and_skips_finished_cells(tmp_path, capsys):
     assert second.count("finished earlier, skipped") == 2
     assert (out / "dual" / "seed1" / "model.pt").stat().st_mtime_ns == stamp
     assert (out / "results.md").read_text() in second
+
+
+def _scored_grid(tmp_path, shift=3.0, seeds=(1, 2, 3), write_scores=True):
+    """A finished grid without training: each cell's result.json, bench_wall.json and score files.
+
+    ``pcgrad``'s bona fide scores are ``shift`` higher than ``dual``'s on every trial (so it is better
+    on every seed); the spoof scores and the seed's noise are shared by both methods.
+    """
+    from dpda.metrics import compute_eer
+
+    mb = _fake_minibench(tmp_path / "mb", per_class=20)
+    out = tmp_path / "out"
+    rng = np.random.default_rng(0)
+    results = {"dual": [], "pcgrad": []}
+    for seed in seeds:
+        noise = {s: rng.standard_normal(40) for s in ("eval", "ood_dev")}
+        for method, add in (("dual", 0.0), ("pcgrad", shift)):
+            run_dir = out / method / f"seed{seed}"
+            (run_dir / "scores").mkdir(parents=True)
+            eers = {}
+            for split in ("eval", "ood_dev"):
+                m = load_manifest("asvspoof2019", mb / "protocols" / f"minibench.{split}.txt", mb / "flac" / split)
+                bona = np.array([u.label == "bonafide" for u in m.utterances])
+                scores = noise[split] + bona * (0.5 + add)
+                if write_scores:
+                    (run_dir / "scores" / f"{split}.txt").write_text(
+                        "".join(f"{u.utt_id} {v:.6f}\n" for u, v in zip(m.utterances, scores)))
+                eers[split] = 100 * compute_eer(scores[bona], scores[~bona])[0]
+            res = _result(method, seed, eers["eval"], eers["ood_dev"])
+            res["per_attack"] = {split: {"S1": eer} for split, eer in eers.items()}  # the only attack
+            (run_dir / "result.json").write_text(json.dumps(res))
+            (run_dir / "bench_wall.json").write_text(json.dumps({"train": 100.0 if method == "dual" else 60.0,
+                                                                 "score": 20.0}))
+            results[method].append(res)
+    return mb, out, results
+
+
+def test_paired_statistics_from_the_score_files(tmp_path):
+    mb, out, results = _scored_grid(tmp_path)
+    grid = {"baseline": "dual", "methods": [{"name": "dual", "label": "dual"}, {"name": "pcgrad", "label": "PCGrad"}]}
+    stats = runner.paired_stats(grid, results, out, mb, n_boot=300, n_boot_attack=200)
+    for split in ("eval", "ood_dev"):
+        entry = stats["splits"][split]
+        assert entry["n_bona"] == 20 and entry["attack_spoofs"] == {"S1": 20}
+        p = entry["methods"]["pcgrad"]["pooled"]
+        assert p["trials"] == "shared" and p["trial_counts"] == (20, 20) and p["seeds"] == [1, 2, 3]
+        want = [r["eer"][split] - b["eer"][split] for r, b in zip(results["pcgrad"], results["dual"])]
+        assert p["diff"] == pytest.approx(want, abs=1e-9)  # the score files give the tables' EERs
+        assert p["direction"] == "better" and p["ci"][1] < 0
+        assert entry["methods"]["pcgrad"]["per_attack"]["S1"]["trial_counts"] == (20, 20)
+    summary = runner.summarize(grid, results)
+    table = runner.markdown(summary, "figures", stats=stats)
+    assert "### Paired differences against dual" in table and "| PCGrad | eval |" in table and "**better**" in table
+    assert "### eval: EER (%) per attack, mean over seeds (all 20 bona fide" in table and "| S1 (20) |" in table
+    assert "* **PCGrad, eval**: better than dual by" in table
+    png = runner.plot_paired(stats, {"dual": "dual", "pcgrad": "PCGrad"}, tmp_path / "fig")
+    assert png.stat().st_size > 0
+
+
+def test_paired_statistics_without_score_files_use_the_per_seed_eers(tmp_path):
+    mb, out, results = _scored_grid(tmp_path, shift=0.0, write_scores=False)
+    grid = {"baseline": "dual", "methods": [{"name": "dual"}, {"name": "pcgrad"}]}
+    stats = runner.paired_stats(grid, results, out, mb, n_boot=300)
+    p = stats["splits"]["eval"]["methods"]["pcgrad"]["pooled"]
+    assert p["trials"] == "none" and p["diff"] == pytest.approx([0.0, 0.0, 0.0])
+    assert "per-seed EERs only" in runner.markdown(runner.summarize(grid, results), None, stats=stats)
+
+
+def test_what_is_left_and_the_time_it_should_take(tmp_path, capsys):
+    mb, out, _ = _scored_grid(tmp_path, seeds=(1, 2))
+    cells = [(s, m) for s in (1, 2, 3) for m in ("dual", "pcgrad", "gradvac")]
+    part = out / "dual" / "seed3"
+    (part / "checkpoints").mkdir(parents=True)
+    (part / "checkpoints" / "last.pt").write_bytes(b"")
+    (part / "bench_wall.json").write_text(json.dumps({"train": 50.0}))
+    todo = runner.expected_left(out, cells)
+    assert todo["finished"] == 4 and todo["total"] == 9 and todo["partial"] == [(3, "dual")]
+    assert todo["per_method"] == {"dual": 120.0, "pcgrad": 80.0}
+    # dual seed 3: 120 - 50 spent; pcgrad seed 3: 80; gradvac (none finished): the mean of all, 100, three times
+    assert todo["seconds"] == pytest.approx(70.0 + 80.0 + 3 * 100.0)
+    assert "4/9 cells finished, 5 left, 1 partly done; expected about 7 min 30 s more" in runner.progress_line("g", todo)
+    assert runner.expected_left(tmp_path / "empty", cells)["seconds"] is None
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"seeds": [1, 2, 3], "baseline": "dual", "methods": [
+        {"name": n, "set": {}} for n in ("dual", "pcgrad", "gradvac")]}))
+    assert runner.main(["--minibench", str(mb), "--out", str(out), "--grid", str(grid), "--status"]) == 0
+    said = capsys.readouterr().out
+    assert "4/9 cells finished" in said and "dual seed 3: partial (50 s)" in said and "gradvac seed 1: todo" in said
