@@ -23,7 +23,14 @@ spoof test trials drawn from the score files), a Student-t interval over the
 seeds, a verdict sentence, and the number of seeds a 5 % relative difference
 would need. The forest plot ``<prefix>paired.png`` shows the intervals.
 
-Layout under ``--out`` (default ``runs/minibench``)::
+A grid file (``configs/minibench/grid*.yaml``) names the ``seeds``, the ``baseline`` and the
+``methods`` (``{name, label, set: {KEY: VALUE}}``); optionally ``set`` (overrides for every method,
+under each method's own), ``out`` (its run folder, relative to the repository, when ``--out`` is not
+given) and ``tuned`` (rows chosen on dev among candidate methods: ``{name, label, candidates: [...],
+by: final_dev_eer}``; the candidate with the lowest mean dev metric over seeds is reported under
+that name; the test splits play no part in the choice).
+
+Layout under ``--out`` (default: the grid's ``out``, else ``runs/minibench``)::
 
     OUT/<method>/seed<k>.yaml          the cell's config (base + overrides)
     OUT/<method>/seed<k>/              the dpda run directory (config.yaml, metrics.jsonl, model.pt, ...)
@@ -107,14 +114,72 @@ def load_grid(path: Path) -> Dict[str, Any]:
         names.add(m["name"])
     if grid.get("baseline") not in names:
         raise SystemExit(f"{path}: baseline {grid.get('baseline')!r} is not one of the methods")
+    if not isinstance(grid.get("set", {}), dict):
+        raise SystemExit(f"{path}: 'set' (overrides for every method) must be a mapping KEY: VALUE")
+    for m in grid["methods"]:  # the grid's own overrides come first, each method's on top
+        m["grid_set"] = dict(grid.get("set") or {})
+    for i, t in enumerate(grid.get("tuned") or []):
+        where = f"{path}: tuned[{i}]"
+        if not isinstance(t, dict) or "name" not in t or not isinstance(t.get("candidates"), list) or not t["candidates"]:
+            raise SystemExit(f"{where}: expected {{name, label, candidates: [METHOD, ...], by: final_dev_eer}}")
+        if t["name"] in names:
+            raise SystemExit(f"{where}: name {t['name']!r} is already taken")
+        missing = [c for c in t["candidates"] if c not in names]
+        if missing:
+            raise SystemExit(f"{where}: candidates {missing} are not methods of the grid")
+        if t.get("by", "final_dev_eer") not in TUNE_BY:
+            raise SystemExit(f"{where}: by must be one of {TUNE_BY}, got {t.get('by')!r}")
+        names.add(t["name"])
     return grid
+
+
+#: what a tuned row is chosen by (lower is better; the mean over seeds; dev split only, never the test splits)
+TUNE_BY = ("final_dev_eer", "final_dev_loss")
+
+
+def _dev_metric(out: Path, result: Dict[str, Any], by: str) -> Optional[float]:
+    value = result.get(by)
+    if value is None:  # results written before the field existed: the run's summary has it
+        path = out / result["method"] / f"seed{result['seed']}" / "summary.json"
+        value = json.loads(path.read_text()).get(by) if path.exists() else None
+    return None if value is None else float(value)
+
+
+def add_tuned(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]], out: Path) -> List[Dict[str, Any]]:
+    """Rows chosen on dev among candidate methods (``tuned:`` in the grid): added to ``results``; returns their methods.
+
+    A tuned row is the candidate with the lowest mean dev metric over the seeds that every
+    candidate has finished; its test numbers are that candidate's, on those seeds.
+    """
+    added = []
+    for t in grid.get("tuned") or []:
+        by = t.get("by", "final_dev_eer")
+        runs = {c: {r["seed"]: r for r in results.get(c, [])} for c in t["candidates"]}
+        seeds = sorted(set.intersection(*(set(v) for v in runs.values())))
+        if not seeds:
+            continue
+        score = {}
+        for c in t["candidates"]:
+            values = [_dev_metric(out, runs[c][s], by) for s in seeds]
+            if any(v is None for v in values):
+                break
+            score[c] = statistics.fmean(values)
+        else:
+            best = min(score, key=lambda c: (score[c], t["candidates"].index(c)))
+            results[t["name"]] = [{**runs[best][s], "method": t["name"], "tuned_from": best} for s in seeds]
+            label = next((m.get("label", m["name"]) for m in grid["methods"] if m["name"] == best), best)
+            added.append({"name": t["name"], "label": f"{t.get('label', t['name'])}: {label}", "tuned_from": best,
+                          "tuned_by": {c: score[c] for c in t["candidates"]}, "by": by})
+            log(f"tuned {t['name']}: {best} (mean {by} over seeds {seeds}: "
+                + ", ".join(f"{c} {v:.3f}" for c, v in score.items()) + ")")
+    return added
 
 
 def cell_config(base: Dict[str, Any], method: Dict[str, Any], seed: int, minibench: Path,
                 extra: Sequence[str]) -> Dict[str, Any]:
     """The resolved config data of one grid cell."""
     data = copy.deepcopy(base)
-    overrides = [f"{k}={json.dumps(v)}" for k, v in method.get("set", {}).items()]
+    overrides = [f"{k}={json.dumps(v)}" for k, v in {**method.get("grid_set", {}), **method.get("set", {})}.items()]
     overrides += [f"seed={seed}", f"name=minibench_{method['name']}_seed{seed}"]
     for split in ("train", "dev"):
         overrides += [f"data.{split}.protocol={minibench / 'protocols' / f'minibench.{split}.txt'}",
@@ -219,6 +284,7 @@ def run_cell(grid_name: str, method: Dict[str, Any], seed: int, base: Dict[str, 
         "per_attack": {s: scores[s]["per_attack"] for s in SPLITS},
         "epochs_run": len(epochs), "best_epoch": summary.get("best_epoch"), "stopped_early": summary.get("stopped_early"),
         "averaged_epochs": summary.get("averaged_epochs"),
+        "final_dev_eer": summary.get("final_dev_eer"), "final_dev_loss": summary.get("final_dev_loss"),
         "per_epoch": [{k: e.get(k) for k in ("epoch", "dev_loss", "dev_eer", "train_loss", "conflict_rate", "mean_cos",
                                              "mean_norm_orig", "mean_norm_aug", "seconds", "clips_per_s", "steps")}
                       for e in epochs],
@@ -653,7 +719,8 @@ def progress_line(grid_name: str, todo: Dict[str, Any]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description="Run the minibench grid (resumable) and collect the results table.")
     p.add_argument("--minibench", type=Path, default=REPO.parent / "shared" / "minibench", help="the minibench folder")
-    p.add_argument("--out", type=Path, default=REPO / "runs" / "minibench", help="where runs, scores and results go")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where runs, scores and results go (default: the grid's 'out', else runs/minibench)")
     p.add_argument("--config", type=Path, default=REPO / "configs" / "minibench" / "base.yaml")
     p.add_argument("--grid", type=Path, default=REPO / "configs" / "minibench" / "grid.yaml")
     p.add_argument("--seeds", type=int, nargs="+", help="subset of the grid's seeds")
@@ -690,7 +757,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     unknown = set(args.methods or []) - {m["name"] for m in grid["methods"]}
     if unknown:
         raise SystemExit(f"unknown method(s) {sorted(unknown)}; the grid has {[m['name'] for m in grid['methods']]}")
-    out = args.out.resolve()
+    out = (args.out or REPO / grid.get("out", "runs/minibench")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     results: Dict[str, List[Dict[str, Any]]] = {m["name"]: [] for m in methods}
@@ -711,6 +778,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not was_finished:
             log(progress_line(grid_name, expected_left(out, cells)))
     sel_grid = {**grid, "methods": methods}
+    sel_grid["methods"] = methods + add_tuned(sel_grid, results, out)
     summary = summarize(sel_grid, results)
     stats = None
     if not args.no_stats and sel_grid["baseline"] in by_name:
@@ -720,7 +788,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     figures_dir = args.figures or (args.report.parent / "figures" if str(args.report) != "-" else out)
     plot(sel_grid, results, figures_dir, figure_prefix(args.section))
     if stats:
-        plot_paired(stats, {m["name"]: m.get("label", m["name"]) for m in methods}, figures_dir, figure_prefix(args.section))
+        plot_paired(stats, {m["name"]: m.get("label", m["name"]) for m in sel_grid["methods"]}, figures_dir, figure_prefix(args.section))
     rel_fig = os.path.relpath(figures_dir, args.report.parent) if str(args.report) != "-" else str(figures_dir)
     table = markdown(summary, rel_fig, figure_prefix(args.section), stats)
     stem = "results" if args.section == "main" else f"results_{args.section}"

@@ -55,13 +55,39 @@ def test_shipped_grid_is_valid_and_covers_the_issue_grid():
     assert by_name["pcgrad_split"]["train.engine_mode"] == "split"
 
 
-@pytest.mark.parametrize("name", ["grid_split_control.yaml", "grid_batch4.yaml"])
+@pytest.mark.parametrize("name", ["grid_split_control.yaml", "grid_batch4.yaml", "grid_equal_compute.yaml",
+                                  "grid_converge.yaml"])
 def test_supplementary_grids_are_valid(name):
     grid = runner.load_grid(REPO_ROOT / "configs" / "minibench" / name)
     main = {m["name"]: m["set"] for m in runner.load_grid(REPO_ROOT / "configs" / "minibench" / "grid.yaml")["methods"]}
+    if grid.get("out", "runs/minibench") != "runs/minibench":
+        return  # its own run folder: nothing is shared with the main grid
+    assert not grid.get("set"), "grid-wide overrides in the main grid's folder would make same-named cells differ"
     for m in grid["methods"]:  # a cell that shares a main-grid name must be that same cell (it is reused)
         if m["name"] in main:
             assert m["set"] == main[m["name"]]
+
+
+def test_grid_cells_resolve_to_valid_run_configs(tmp_path):
+    """Every cell of the equal-compute and convergence grids is a config that dpda train accepts."""
+    from dpda.config import from_dict
+    from dpda.train.config import RunConfig, check_buildable, validate
+
+    base = yaml.safe_load((REPO_ROOT / "configs" / "minibench" / "base.yaml").read_text())
+    seen = {}
+    for name in ("grid_equal_compute.yaml", "grid_converge.yaml"):
+        grid = runner.load_grid(REPO_ROOT / "configs" / "minibench" / name)
+        for m in grid["methods"]:
+            cfg = validate(from_dict(RunConfig, runner.cell_config(base, m, 1, tmp_path, [])))
+            check_buildable(cfg)
+            seen[(name, m["name"])] = cfg
+    w = seen[("grid_equal_compute.yaml", "weighted_r25")].train.aligner
+    assert w.name == "weighted" and w.options == {"weights": [0.25, 0.75]}
+    single = seen[("grid_equal_compute.yaml", "single_b32")]
+    assert single.train.mode == "single" and single.data.batch_size == 32 and single.train.steps_per_epoch == 18
+    conv = seen[("grid_converge.yaml", "pcgrad_split")]
+    assert conv.train.steps_per_epoch is None and conv.train.epochs == 40 and conv.train.engine_mode == "split"
+    assert len(runner.load_grid(REPO_ROOT / "configs" / "minibench" / "grid_converge.yaml")["seeds"]) >= 8
 
 
 def test_grid_file_errors_name_the_problem(tmp_path):
@@ -238,3 +264,24 @@ def test_what_is_left_and_the_time_it_should_take(tmp_path, capsys):
     assert runner.main(["--minibench", str(mb), "--out", str(out), "--grid", str(grid), "--status"]) == 0
     said = capsys.readouterr().out
     assert "4/9 cells finished" in said and "dual seed 3: partial (50 s)" in said and "gradvac seed 1: todo" in said
+
+
+def test_a_tuned_row_is_chosen_on_dev_only(tmp_path):
+    grid_path = tmp_path / "grid.yaml"
+    grid_path.write_text(yaml.safe_dump({"seeds": [1, 2], "baseline": "dual", "methods": [
+        {"name": "dual", "set": {}}, {"name": "w25", "label": "w 0.25", "set": {}}, {"name": "w75", "set": {}}],
+        "tuned": [{"name": "tuned", "label": "dual, tuned weight", "candidates": ["dual", "w25", "w75"]}]}))
+    grid = runner.load_grid(grid_path)
+    results = {}
+    for name, dev, test in (("dual", 10.0, 20.0), ("w25", 8.0, 30.0), ("w75", 9.0, 10.0)):
+        results[name] = [{**_result(name, s, test, test), "final_dev_eer": dev + s} for s in (1, 2)]
+    added = runner.add_tuned(grid, results, tmp_path)
+    # w25 has the best dev EER (its test EER is the worst: the choice never looks at the test splits)
+    assert [a["tuned_from"] for a in added] == ["w25"] and added[0]["label"] == "dual, tuned weight: w 0.25"
+    assert [r["eer"]["eval"] for r in results["tuned"]] == [30.0, 30.0]
+    assert all(r["method"] == "tuned" and r["tuned_from"] == "w25" for r in results["tuned"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"seeds": [1], "baseline": "dual", "methods": [{"name": "dual", "set": {}}],
+                                   "tuned": [{"name": "t", "candidates": ["dual", "nope"]}]}))
+    with pytest.raises(SystemExit, match=r"candidates \['nope'\] are not methods"):
+        runner.load_grid(bad)
