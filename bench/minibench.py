@@ -631,6 +631,7 @@ def plot_paired(stats: Dict[str, Any], labels: Dict[str, str], out_dir: Path, pr
         ax.axvline(0, color="black", lw=0.8)
         ax.axvspan(-band, band, color="gold", alpha=0.2, lw=0)
         ax.set_yticks(range(len(names)), [labels.get(n, n) for n in reversed(names)])
+        ax.set_ylim(-0.6, len(names) - 0.4)
         ax.set(xlabel=f"EER difference against {labels.get(stats['baseline'], stats['baseline'])} (points)",
                title=f"{split}")
         ax.grid(axis="x", alpha=0.3)
