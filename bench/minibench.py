@@ -347,7 +347,9 @@ def paired_stats(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]],
             if not seeds:
                 continue
             names = (name, base)
-            scores = {(who, s): _run_scores(out, who, s, split, key) for who in names for s in seeds}
+            # a tuned row's runs live in the folder of the candidate it was tuned to
+            scores = {(who, s): _run_scores(out, by_seed[who][s].get("tuned_from", who), s, split, key)
+                      for who in names for s in seeds}
             if all(v is not None for v in scores.values()):
                 def trials(who, mask):
                     return {s: Trials.of(scores[(who, s)][key["bona"]], scores[(who, s)][mask]) for s in seeds}

@@ -235,6 +235,21 @@ def test_paired_statistics_from_the_score_files(tmp_path):
     assert png.stat().st_size > 0
 
 
+def test_a_tuned_row_is_compared_from_its_candidates_score_files(tmp_path):
+    mb, out, results = _scored_grid(tmp_path)
+    for r in results["pcgrad"]:
+        r["final_dev_eer"] = 1.0
+    for r in results["dual"]:
+        r["final_dev_eer"] = 2.0
+    grid = {"baseline": "dual", "methods": [{"name": "dual"}, {"name": "pcgrad"}],
+            "tuned": [{"name": "tuned", "candidates": ["dual", "pcgrad"]}]}
+    grid["methods"] = grid["methods"] + runner.add_tuned(grid, results, out)
+    stats = runner.paired_stats(grid, results, out, mb, n_boot=300, n_boot_attack=200)
+    tuned = stats["splits"]["eval"]["methods"]["tuned"]["pooled"]
+    assert tuned["trials"] == "shared"  # pcgrad's score files, under pcgrad's folder
+    assert tuned["diff"] == stats["splits"]["eval"]["methods"]["pcgrad"]["pooled"]["diff"]
+
+
 def test_paired_statistics_without_score_files_use_the_per_seed_eers(tmp_path):
     mb, out, results = _scored_grid(tmp_path, shift=0.0, write_scores=False)
     grid = {"baseline": "dual", "methods": [{"name": "dual"}, {"name": "pcgrad"}]}
