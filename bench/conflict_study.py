@@ -128,18 +128,18 @@ def cells(trained: Optional[Path]) -> List[Dict[str, Any]]:
     out += [
         {"name": "aasist_l", "factor": "model", "value": "AASIST-L", "epochs": 1,
          "set": {"model.name": "aasist-l", "model.config": {}}},
-        {"name": "rawnet2", "factor": "model", "value": "RawNet2", "epochs": 1,
-         "set": {"model.name": "rawnet2", "model.config": {}}},
     ]
-    out += [
-        {"name": "chain_mild", "factor": "augmentation", "value": "codec+noise+reverb, p 0.5", "chain": "mild"},
-        {"name": "batch8", "factor": "batch", "value": "8", "set": {"data.batch_size": 8}},
-        {"name": "batch32", "factor": "batch", "value": "32", "set": {"data.batch_size": 32}},
-        {"name": "lr1e-4", "factor": "lr", "value": "1e-4", "set": {"train.optimizer.lr": 1.0e-4}},
-        {"name": "split", "factor": "layout", "value": "split mode", "set": {"train.engine_mode": "split"}},
-    ]
+    out += [{"name": "chain_mild", "factor": "augmentation", "value": "codec+noise+reverb, p 0.5", "chain": "mild"}]
     out += [{"name": f"rawboost{a}", "factor": "augmentation", "value": f"RawBoost {a}", "set": {"augment.rawboost_algo": a}}
             for a in (1, 2, 3, 5, 6, 7, 8)]
+    out += [
+        {"name": "split", "factor": "layout", "value": "split mode", "set": {"train.engine_mode": "split"}},
+        {"name": "batch32", "factor": "batch", "value": "32", "set": {"data.batch_size": 32}},
+        {"name": "batch8", "factor": "batch", "value": "8", "set": {"data.batch_size": 8}},
+        {"name": "lr1e-4", "factor": "lr", "value": "1e-4", "set": {"train.optimizer.lr": 1.0e-4}},
+        {"name": "rawnet2", "factor": "model", "value": "RawNet2 (17.6 M parameters)", "epochs": 1,
+         "set": {"model.name": "rawnet2", "model.config": {}}},
+    ]
     return out
 
 
