@@ -350,7 +350,8 @@ def figures(summaries: List[Dict[str, Any]], out: Path, fig_dir: Path) -> List[s
         for ax, s in zip(axes.flat, show):
             recs = load_steps(out / s["name"])
             key = "layer_cos" if len(recs[0]["layer_cos"]) <= 24 else "module_cos"
-            im = heat_map(ax, recs, key, 10, f"{s['value']} ({100 * s['conflict_rate']:.0f} % overall)")
+            what = s["value"] if s["factor"] == "base" else f"{s['factor']}: {s['value']}"
+            im = heat_map(ax, recs, key, 10, f"{what} ({100 * s['conflict_rate']:.0f} % overall)")
         for ax in list(axes.flat)[len(show):]:
             ax.axis("off")
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="steps with negative cosine (%)")
@@ -390,6 +391,11 @@ def markdown(summaries: List[Dict[str, Any]], args: argparse.Namespace, figs: Se
               "not; 'dot mass': that module's share of the summed absolute per-module dot products, i.e. how "
               "much it can move the whole-model sign. Wall times are on the shared 2-core machine (other jobs "
               "running)."]
+    missing = [c for c in getattr(args, "planned", []) if c not in {s["name"] for s in summaries}]
+    if missing:
+        lines += ["", f"Not finished yet ({len(missing)} of {len(missing) + len(summaries)} cells): "
+                  + ", ".join(f"`{m}`" for m in missing) + ". Rerunning `bench/conflict_study.py` runs them "
+                  "(finished cells are skipped) and regenerates this section."]
     lines += [""] + [f"![{f}]({rel_fig}/{f})" for f in figs]
     return "\n".join(lines) + "\n"
 
@@ -423,6 +429,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="steps per epoch")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     p.add_argument("--report", type=Path, default=REPO / "docs" / "RESULTS.md", help="'-': no report")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report from the cells finished so far (e.g. while a study runs)")
     args = p.parse_args(argv)
     if argv is None and any(k not in os.environ for k in MALLOC_ENV):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**MALLOC_ENV, **os.environ})
@@ -452,6 +460,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             summaries.append(json.loads((cell_dir / "cell.json").read_text()))
             log(f"[{i}/{len(chosen)}] {cell['name']}: finished earlier, skipped")
             continue
+        if args.report_only:
+            log(f"[{i}/{len(chosen)}] {cell['name']}: not finished yet, left out (--report-only)")
+            continue
         if cell["factor"] == "stage" and not trained.is_file():
             log(f"[{i}/{len(chosen)}] {cell['name']}: skipped, no trained weights at {trained} (yet)")
             continue
@@ -467,6 +478,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"({100 * s['conflict_ci'][0]:.1f}–{100 * s['conflict_ci'][1]:.1f}), mean cos {s['mean_cos']:.2f}, "
             f"{s['seconds']:.0f} s")
         summaries.append(s)
+    args.planned = [c["name"] for c in chosen]
     study = {"seed": args.seed, "epochs": args.epochs, "steps_per_epoch": args.steps, "paper_rate": PAPER_RATE,
              "cells": summaries}
     atomic_write_text(out / "study.json", json.dumps(study, indent=1))
