@@ -7,11 +7,30 @@ with the final model (whole utterances: mean logit over 2-s windows), and
 collects one table.
 
 Resumable at every level: a cell with ``result.json`` is skipped; a cell whose
-training was interrupted continues with ``dpda train --resume``; scoring
-continues from its ``.partial`` file. Rerunning the same command after an
-interruption therefore finishes the grid without redoing finished work.
+training was interrupted continues with ``dpda train --resume`` from its last
+checkpoint (``--checkpoint-every`` steps, default 100, and every epoch end);
+scoring continues from its ``.partial`` file. Rerunning the same command after
+an interruption therefore finishes the grid without redoing finished work.
+Before the first cell and after every cell it trains, it prints how many cells
+are finished, partly done and left, and the time the rest should take (each
+cell left: the mean measured wall time of its method's finished cells, or of
+all finished cells); ``--status`` prints only that, per cell.
 
-Layout under ``--out`` (default ``runs/minibench``)::
+Statistics (:mod:`dpda.evaluation.paired`): every method against the grid's
+baseline, paired by seed, per split and per attack: the difference per seed,
+its mean with a hierarchical bootstrap interval (seeds, then bona fide and
+spoof test trials drawn from the score files), a Student-t interval over the
+seeds, a verdict sentence, and the number of seeds a 5 % relative difference
+would need. The forest plot ``<prefix>paired.png`` shows the intervals.
+
+A grid file (``configs/minibench/grid*.yaml``) names the ``seeds``, the ``baseline`` and the
+``methods`` (``{name, label, set: {KEY: VALUE}}``); optionally ``set`` (overrides for every method,
+under each method's own), ``out`` (its run folder, relative to the repository, when ``--out`` is not
+given) and ``tuned`` (rows chosen on dev among candidate methods: ``{name, label, candidates: [...],
+by: final_dev_eer}``; the candidate with the lowest mean dev metric over seeds is reported under
+that name; the test splits play no part in the choice).
+
+Layout under ``--out`` (default: the grid's ``out``, else ``runs/minibench``)::
 
     OUT/<method>/seed<k>.yaml          the cell's config (base + overrides)
     OUT/<method>/seed<k>/              the dpda run directory (config.yaml, metrics.jsonl, model.pt, ...)
@@ -30,6 +49,7 @@ Usage (from the repository root, ``../shared/minibench`` beside it)::
 
     .venv/bin/python bench/minibench.py                  # the whole grid (about an hour on 2 CPU cores)
     .venv/bin/python bench/minibench.py --seeds 1 --methods dual pcgrad --set train.epochs=2
+    .venv/bin/python bench/minibench.py --grid configs/minibench/grid_converge.yaml --section converge --status
 """
 
 from __future__ import annotations
@@ -46,6 +66,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import yaml
 
 from dpda.config import apply_overrides, dump_yaml
@@ -93,14 +114,72 @@ def load_grid(path: Path) -> Dict[str, Any]:
         names.add(m["name"])
     if grid.get("baseline") not in names:
         raise SystemExit(f"{path}: baseline {grid.get('baseline')!r} is not one of the methods")
+    if not isinstance(grid.get("set", {}), dict):
+        raise SystemExit(f"{path}: 'set' (overrides for every method) must be a mapping KEY: VALUE")
+    for m in grid["methods"]:  # the grid's own overrides come first, each method's on top
+        m["grid_set"] = dict(grid.get("set") or {})
+    for i, t in enumerate(grid.get("tuned") or []):
+        where = f"{path}: tuned[{i}]"
+        if not isinstance(t, dict) or "name" not in t or not isinstance(t.get("candidates"), list) or not t["candidates"]:
+            raise SystemExit(f"{where}: expected {{name, label, candidates: [METHOD, ...], by: final_dev_eer}}")
+        if t["name"] in names:
+            raise SystemExit(f"{where}: name {t['name']!r} is already taken")
+        missing = [c for c in t["candidates"] if c not in names]
+        if missing:
+            raise SystemExit(f"{where}: candidates {missing} are not methods of the grid")
+        if t.get("by", "final_dev_eer") not in TUNE_BY:
+            raise SystemExit(f"{where}: by must be one of {TUNE_BY}, got {t.get('by')!r}")
+        names.add(t["name"])
     return grid
+
+
+#: what a tuned row is chosen by (lower is better; the mean over seeds; dev split only, never the test splits)
+TUNE_BY = ("final_dev_eer", "final_dev_loss")
+
+
+def _dev_metric(out: Path, result: Dict[str, Any], by: str) -> Optional[float]:
+    value = result.get(by)
+    if value is None:  # results written before the field existed: the run's summary has it
+        path = out / result["method"] / f"seed{result['seed']}" / "summary.json"
+        value = json.loads(path.read_text()).get(by) if path.exists() else None
+    return None if value is None else float(value)
+
+
+def add_tuned(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]], out: Path) -> List[Dict[str, Any]]:
+    """Rows chosen on dev among candidate methods (``tuned:`` in the grid): added to ``results``; returns their methods.
+
+    A tuned row is the candidate with the lowest mean dev metric over the seeds that every
+    candidate has finished; its test numbers are that candidate's, on those seeds.
+    """
+    added = []
+    for t in grid.get("tuned") or []:
+        by = t.get("by", "final_dev_eer")
+        runs = {c: {r["seed"]: r for r in results.get(c, [])} for c in t["candidates"]}
+        seeds = sorted(set.intersection(*(set(v) for v in runs.values())))
+        if not seeds:
+            continue
+        score = {}
+        for c in t["candidates"]:
+            values = [_dev_metric(out, runs[c][s], by) for s in seeds]
+            if any(v is None for v in values):
+                break
+            score[c] = statistics.fmean(values)
+        else:
+            best = min(score, key=lambda c: (score[c], t["candidates"].index(c)))
+            results[t["name"]] = [{**runs[best][s], "method": t["name"], "tuned_from": best} for s in seeds]
+            label = next((m.get("label", m["name"]) for m in grid["methods"] if m["name"] == best), best)
+            added.append({"name": t["name"], "label": f"{t.get('label', t['name'])}: {label}", "tuned_from": best,
+                          "tuned_by": {c: score[c] for c in t["candidates"]}, "by": by})
+            log(f"tuned {t['name']}: {best} (mean {by} over seeds {seeds}: "
+                + ", ".join(f"{c} {v:.3f}" for c, v in score.items()) + ")")
+    return added
 
 
 def cell_config(base: Dict[str, Any], method: Dict[str, Any], seed: int, minibench: Path,
                 extra: Sequence[str]) -> Dict[str, Any]:
     """The resolved config data of one grid cell."""
     data = copy.deepcopy(base)
-    overrides = [f"{k}={json.dumps(v)}" for k, v in method.get("set", {}).items()]
+    overrides = [f"{k}={json.dumps(v)}" for k, v in {**method.get("grid_set", {}), **method.get("set", {})}.items()]
     overrides += [f"seed={seed}", f"name=minibench_{method['name']}_seed{seed}"]
     for split in ("train", "dev"):
         overrides += [f"data.{split}.protocol={minibench / 'protocols' / f'minibench.{split}.txt'}",
@@ -119,10 +198,14 @@ def _add_wall(run_dir: Path, key: str, seconds: float) -> None:
     atomic_write_text(path, json.dumps(walls))
 
 
+#: ``dpda train --checkpoint-every`` of the cells (set by ``--checkpoint-every``)
+CHECKPOINT_EVERY = 100
+
+
 def train_cell(cfg_path: Path, run_dir: Path) -> None:
     if (run_dir / "summary.json").exists() and (run_dir / "model.pt").exists():
         return
-    cmd = [sys.executable, "-m", "dpda", "train", "--no-progress"]
+    cmd = [sys.executable, "-m", "dpda", "train", "--no-progress", "--checkpoint-every", str(CHECKPOINT_EVERY)]
     if (run_dir / "checkpoints" / "last.pt").exists():
         log(f"  resuming {run_dir}")
         cmd += ["--resume", str(run_dir)]
@@ -137,23 +220,30 @@ def train_cell(cfg_path: Path, run_dir: Path) -> None:
         raise SystemExit(f"training failed (exit {proc.returncode}); see {run_dir.parent / (run_dir.name + '.log')}")
 
 
-def score_cell(run_dir: Path, minibench: Path) -> Dict[str, Any]:
+def split_manifest(minibench: Path, split: str):
     from dpda.data import load_manifest
+
+    return load_manifest("asvspoof2019", minibench / "protocols" / f"minibench.{split}.txt",
+                         root=minibench / "flac" / split)
+
+
+def score_cell(run_dir: Path, minibench: Path) -> Dict[str, Any]:
+    """Score ``eval`` and ``ood_dev`` with the run's model and evaluate them (a split already scored is only evaluated)."""
     from dpda.evaluation import evaluate_score_file
-    from dpda.inference import score_manifest
+    from dpda.inference import score_and_evaluate
 
     out: Dict[str, Any] = {}
     for split in SPLITS:
-        manifest = load_manifest("asvspoof2019", minibench / "protocols" / f"minibench.{split}.txt",
-                                 root=minibench / "flac" / split)
+        manifest = split_manifest(minibench, split)
         path = run_dir / "scores" / f"{split}.txt"
-        if not path.exists():
+        if path.exists():
+            report, _ = evaluate_score_file(manifest, path, fmt="asvspoof2019", breakdown=())
+        else:  # scoring continues from its .partial file if an earlier attempt was interrupted
             path.parent.mkdir(exist_ok=True)
             t0 = time.time()
-            score_manifest(manifest, run_dir, path, num_workers=0, batch_size=128, mode="full", device="cpu",
-                           progress=False)
+            _, report = score_and_evaluate(manifest, run_dir, path, fmt="asvspoof2019", breakdown=(), num_workers=0,
+                                           batch_size=128, mode="full", device="cpu", progress=False)
             _add_wall(run_dir, "score", time.time() - t0)
-        report, _ = evaluate_score_file(manifest, path, fmt="asvspoof2019", breakdown=())
         out[split] = {"eer": float(report["eer"]),
                       "per_attack": {k: float(v["eer"]) for k, v in report.get("per_attack", {}).items()}}
     return out
@@ -194,6 +284,7 @@ def run_cell(grid_name: str, method: Dict[str, Any], seed: int, base: Dict[str, 
         "per_attack": {s: scores[s]["per_attack"] for s in SPLITS},
         "epochs_run": len(epochs), "best_epoch": summary.get("best_epoch"), "stopped_early": summary.get("stopped_early"),
         "averaged_epochs": summary.get("averaged_epochs"),
+        "final_dev_eer": summary.get("final_dev_eer"), "final_dev_loss": summary.get("final_dev_loss"),
         "per_epoch": [{k: e.get(k) for k in ("epoch", "dev_loss", "dev_eer", "train_loss", "conflict_rate", "mean_cos",
                                              "mean_norm_orig", "mean_norm_aug", "seconds", "clips_per_s", "steps")}
                       for e in epochs],
@@ -204,6 +295,80 @@ def run_cell(grid_name: str, method: Dict[str, Any], seed: int, base: Dict[str, 
         f"ood_dev {result['eer']['ood_dev']:.2f}%  best epoch {result['best_epoch']}/{result['epochs_run']}  "
         f"train {result['train_wall_s']:.0f} s")
     return result
+
+
+# ----------------------------------------------------------------------------- paired statistics
+
+
+def _split_key(minibench: Path, split: str) -> Dict[str, Any]:
+    """The split's trials in key order: the manifest, labels and attacks (for aligning score files)."""
+    manifest = split_manifest(minibench, split)
+    labels = np.array([u.label for u in manifest.utterances], dtype=object)
+    attacks = np.array([u.attack or "" for u in manifest.utterances], dtype=object)
+    return {"manifest": manifest, "bona": labels == "bonafide", "spoof": labels == "spoof", "attacks": attacks}
+
+
+def _run_scores(out: Path, method: str, seed: int, split: str, key: Dict[str, Any]) -> Optional[np.ndarray]:
+    """A run's scores of ``split`` aligned with the key (None when its score file is not there)."""
+    from dpda.evaluation import join_scores, read_scores
+
+    path = out / method / f"seed{seed}" / "scores" / f"{split}.txt"
+    if not path.exists():
+        return None
+    return join_scores(key["manifest"], read_scores(path), scores_path=path).scores
+
+
+def paired_stats(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]], out: Path, minibench: Path,
+                 n_boot: int = 2000, n_boot_attack: int = 1000, boot_seed: int = 0) -> Dict[str, Any]:
+    """Every method against the baseline, per split and per attack: :func:`dpda.evaluation.paired.compare`.
+
+    Paired over the seeds both have; from the score files (hierarchical bootstrap over seeds and test
+    trials) when every run has them, else from the per-seed EERs (a bootstrap over seeds only, flagged).
+    """
+    from dpda.evaluation.paired import Trials, compare, compare_eers
+
+    base = grid["baseline"]
+    by_seed = {m: {r["seed"]: r for r in rs} for m, rs in results.items()}
+    stats: Dict[str, Any] = {"baseline": base, "n_boot": n_boot, "n_boot_attack": n_boot_attack, "boot_seed": boot_seed,
+                             "splits": {}}
+    if not by_seed.get(base):
+        return stats
+    for split in SPLITS:
+        key = _split_key(minibench, split)
+        attacks = sorted({a for a in key["attacks"][key["spoof"]] if a})
+        entry: Dict[str, Any] = {"n_bona": int(key["bona"].sum()), "n_spoof": int(key["spoof"].sum()),
+                                 "attack_spoofs": {a: int(((key["attacks"] == a) & key["spoof"]).sum()) for a in attacks},
+                                 "methods": {}}
+        for m in grid["methods"]:
+            name = m["name"]
+            if name == base or not by_seed.get(name):
+                continue
+            seeds = sorted(set(by_seed[name]) & set(by_seed[base]))
+            if not seeds:
+                continue
+            names = (name, base)
+            # a tuned row's runs live in the folder of the candidate it was tuned to
+            scores = {(who, s): _run_scores(out, by_seed[who][s].get("tuned_from", who), s, split, key)
+                      for who in names for s in seeds}
+            if all(v is not None for v in scores.values()):
+                def trials(who, mask):
+                    return {s: Trials.of(scores[(who, s)][key["bona"]], scores[(who, s)][mask]) for s in seeds}
+
+                pooled = compare(trials(name, key["spoof"]), trials(base, key["spoof"]), names=names, n_boot=n_boot,
+                                 seed=boot_seed)
+                per_attack = {}
+                for a in attacks:
+                    mask = key["spoof"] & (key["attacks"] == a)
+                    per_attack[a] = compare(trials(name, mask), trials(base, mask), names=names,
+                                            n_boot=n_boot_attack, seed=boot_seed).as_dict()
+            else:
+                pooled = compare_eers({s: by_seed[name][s]["eer"][split] for s in seeds},
+                                      {s: by_seed[base][s]["eer"][split] for s in seeds}, names=names, n_boot=n_boot,
+                                      seed=boot_seed)
+                per_attack = {}
+            entry["methods"][name] = {"pooled": pooled.as_dict(), "per_attack": per_attack}
+        stats["splits"][split] = entry
+    return stats
 
 
 # ----------------------------------------------------------------------------- table
@@ -266,7 +431,79 @@ def _fmt(v: Optional[float], spec: str = ".1f", suffix: str = "") -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{spec}}{suffix}"
 
 
-def markdown(summary: Dict[str, Any], figures: Optional[str], prefix: str = "minibench_") -> str:
+def _ci(lo: float, hi: float, spec: str = "+.2f") -> str:
+    return f"[{lo:{spec}}, {hi:{spec}}]"
+
+
+def stats_markdown(stats: Dict[str, Any], labels: Dict[str, str], figures: Optional[str],
+                   prefix: str = "minibench_") -> List[str]:
+    """The paired-comparison tables: per split and method, then per attack."""
+    base = stats["baseline"]
+    splits = stats.get("splits", {})
+    if not any(e["methods"] for e in splits.values()):
+        return []
+    some = next(c["pooled"] for e in splits.values() for c in e["methods"].values())
+    pct = f"{round(100 * some['level'])} %"
+    lines = ["", f"### Paired differences against {labels.get(base, base)} (method − baseline, EER points; "
+             f"{pct} intervals)", "",
+             "| method | split | per seed | mean | bootstrap CI | relative | seed-t CI | verdict | seeds for ±5 % |",
+             "|---|---|---|---:|---|---|---|---|---:|"]
+    sentences = []
+    for split, entry in splits.items():
+        for name, c in entry["methods"].items():
+            p = c["pooled"]
+            t_ci = _ci(*p["t_ci"]) if p["t_ci"] else "–"
+            verdict = {"better": "**better**", "worse": "**worse**"}.get(p["direction"], "not resolved")
+            lines.append("| " + " | ".join([
+                labels.get(name, name), split, " / ".join(f"{d:+.2f}" for d in p["diff"]), f"{p['mean_diff']:+.2f}",
+                _ci(*p["ci"]), f"{p['rel']:+.1f} % {_ci(*p['rel_ci'], '+.1f')}", t_ci, verdict,
+                str(p["seeds_needed"]) if p["seeds_needed"] is not None else "–"]) + " |")
+            from dpda.evaluation.paired import PairedComparison, power_sentence
+
+            sentences.append(f"* **{labels.get(name, name)}, {split}**: {p['sentence']}. Power: "
+                             f"{power_sentence(PairedComparison(**p))}.")
+    trials = {p["trials"] for e in splits.values() for c in e["methods"].values() for p in [c["pooled"]]}
+    lines += ["", f"Per seed: the method's EER minus the baseline's with the same seed, on the same test trials. "
+              f"Bootstrap CI: percentile interval of {some['n_boot']} replicates (generator seed "
+              f"{stats.get('boot_seed', 0)}); each replicate draws the seeds with replacement, then the bona fide and "
+              "the spoof trials with replacement, separately (the EER is a rank statistic of the two classes), once "
+              "for all seeds and both methods, since every run is scored on the same test set. Seed-t CI: Student-t "
+              "interval of the per-seed differences (the seed-only view; with few seeds the bootstrap over seeds is "
+              "optimistic). A difference is called better / worse only when both intervals exclude 0. Seeds for "
+              "±5 %: seeds per method for a two-sided test at 5 % with 80 % power to detect a 5 % relative "
+              "difference, from the observed seed-to-seed SD of the paired differences plus the test set's own "
+              "sampling error (– : not reachable by adding seeds, or unknown)."]
+    if "none" in trials:
+        lines.append("Rows without score files were compared on their per-seed EERs only (a bootstrap over seeds; "
+                     "the test set's sampling error is then not in the interval).")
+    lines += [""] + sentences
+    for split, entry in splits.items():
+        attacks = list(entry["attack_spoofs"])
+        if not attacks or not any(c["per_attack"] for c in entry["methods"].values()):
+            continue
+        lines += ["", f"### {split}: paired difference per attack against {labels.get(base, base)} (EER points, "
+                  f"{pct} bootstrap interval; all {entry['n_bona']} bona fide trials against each attack's spoofs, "
+                  "spoof trials in brackets)", "",
+                  "| method | " + " | ".join(f"{a} ({entry['attack_spoofs'][a]})" for a in attacks) + " |",
+                  "|---|" + "---|" * len(attacks)]
+        for name, c in entry["methods"].items():
+            cells = []
+            for a in attacks:
+                q = c["per_attack"].get(a)
+                if q is None:
+                    cells.append("–")
+                    continue
+                text = f"{q['mean_diff']:+.2f} {_ci(*q['ci'], '+.1f')}"
+                cells.append(f"**{text}**" if q["resolved"] else text)
+            lines.append("| " + " | ".join([labels.get(name, name)] + cells) + " |")
+    if figures:
+        lines += ["", "Bold: resolved (both intervals exclude 0; the seed-t interval is not shown here).", "",
+                  f"![paired differences with intervals]({figures}/{prefix}paired.png)"]
+    return lines
+
+
+def markdown(summary: Dict[str, Any], figures: Optional[str], prefix: str = "minibench_",
+             stats: Optional[Dict[str, Any]] = None) -> str:
     rows, base = summary["rows"], summary["baseline"]
     lines = ["### EER (%) — mean ± std over seeds, then per seed", "",
              f"| method | eval EER | eval per seed | rel. vs {base} | ood_dev EER | ood_dev per seed | rel. vs {base} |",
@@ -277,12 +514,19 @@ def markdown(summary: Dict[str, Any], figures: Optional[str], prefix: str = "min
             cells += [f"{r[f'{s}_mean']:.2f} ± {r[f'{s}_std']:.2f}", " / ".join(f"{v:.2f}" for v in r[f"{s}_eer"]),
                       "–" if r["method"] == base else _fmt(r.get(f"{s}_rel"), "+.1f", " %")]
         lines.append("| " + " | ".join(cells) + " |")
+    if stats:
+        lines += stats_markdown(stats, {r["method"]: r["label"] for r in rows}, figures, prefix)
     for s in SPLITS:
         attacks = sorted({a for r in rows for a in r.get(f"{s}_per_attack", {})})
         if not attacks:
             continue
-        lines += ["", f"### {s}: EER (%) per attack, mean over seeds (all bona fide against that attack's spoofs)", "",
-                  "| method | " + " | ".join(attacks) + " |", "|---|" + "---:|" * len(attacks)]
+        counts = (stats or {}).get("splits", {}).get(s, {}).get("attack_spoofs", {})
+        n_bona = (stats or {}).get("splits", {}).get(s, {}).get("n_bona")
+        what = f"all {n_bona} bona fide" if n_bona else "all bona fide"
+        lines += ["", f"### {s}: EER (%) per attack, mean over seeds ({what} against that attack's spoofs"
+                  + (", spoof trials in brackets)" if counts else ")"), "",
+                  "| method | " + " | ".join(f"{a} ({counts[a]})" if a in counts else a for a in attacks) + " |",
+                  "|---|" + "---:|" * len(attacks)]
         for r in rows:
             lines.append("| " + " | ".join([r["label"]] + [_fmt(r[f"{s}_per_attack"].get(a), ".2f") for a in attacks]) + " |")
     lines += ["", "### Training: convergence, conflicts, cost", "",
@@ -359,6 +603,49 @@ def plot(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]], out_dir
     plt.close(fig)
 
 
+def plot_paired(stats: Dict[str, Any], labels: Dict[str, str], out_dir: Path, prefix: str = "minibench_") -> Optional[Path]:
+    """Forest plot: per split, each method's mean paired difference with its bootstrap and seed-t intervals."""
+    splits = {k: e for k, e in stats.get("splits", {}).items() if e["methods"]}
+    if not splits:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = list(next(iter(splits.values()))["methods"])
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 0.7 * len(names) + 1.8), sharey=True,
+                             squeeze=False)
+    for ax, (split, entry) in zip(axes[0], splits.items()):
+        for i, name in enumerate(names):
+            p = entry["methods"].get(name, {}).get("pooled")
+            if p is None:
+                continue
+            y = len(names) - 1 - i
+            color = {"better": "tab:green", "worse": "tab:red"}.get(p["direction"], "tab:gray")
+            if p["t_ci"]:
+                ax.plot(p["t_ci"], [y - 0.18] * 2, "-", color=color, lw=1, alpha=0.7)
+            ax.plot(p["ci"], [y, y], "-", color=color, lw=4, alpha=0.8, solid_capstyle="butt")
+            ax.plot([p["mean_diff"]], [y], "o", color="black", ms=6, zorder=3)
+            ax.plot(p["diff"], [y + 0.2] * len(p["diff"]), "x", color=color, ms=5)
+            band = p["target_rel"] * float(np.mean(p["baseline_eer"]))
+        ax.axvline(0, color="black", lw=0.8)
+        ax.axvspan(-band, band, color="gold", alpha=0.2, lw=0)
+        ax.set_yticks(range(len(names)), [labels.get(n, n) for n in reversed(names)])
+        ax.set_ylim(-0.6, len(names) - 0.4)
+        ax.set(xlabel=f"EER difference against {labels.get(stats['baseline'], stats['baseline'])} (points)",
+               title=f"{split}")
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Paired differences: mean (dot), bootstrap CI (thick), seed-t CI (thin), seeds (x); "
+                 "band: ±5 % relative", fontsize=9)
+    fig.tight_layout()
+    path = out_dir / f"{prefix}paired.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_report(report: Path, table: str, section: str = "main") -> None:
     begin, end = markers(section)
     block = f"{begin}\n<!-- generated by bench/minibench.py; do not edit by hand -->\n\n{table}\n{end}"
@@ -374,13 +661,69 @@ def write_report(report: Path, table: str, section: str = "main") -> None:
     atomic_write_text(report, text)
 
 
+# ----------------------------------------------------------------------------- progress
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def cell_state(out: Path, method: str, seed: int) -> Dict[str, Any]:
+    """``{"state": finished | partial | todo, "seconds": wall time measured so far}`` of one cell."""
+    run_dir = out / method / f"seed{seed}"
+    walls_path = run_dir / "bench_wall.json"
+    walls = json.loads(walls_path.read_text()) if walls_path.exists() else {}
+    spent = float(walls.get("train", 0.0)) + float(walls.get("score", 0.0))
+    if (run_dir / "result.json").exists():
+        return {"state": "finished", "seconds": spent}
+    started = (run_dir / "checkpoints" / "last.pt").exists() or (run_dir / "scores").exists() or spent > 0
+    return {"state": "partial" if started else "todo", "seconds": spent}
+
+
+def expected_left(out: Path, cells: Sequence[tuple]) -> Dict[str, Any]:
+    """What is left of ``cells`` ((seed, method name) pairs) and the time it should take.
+
+    A cell left is expected to take the mean measured wall time (training + scoring) of the
+    finished cells of its method, or of all finished cells when its method has none yet, minus
+    what a partial cell has already spent (at least a tenth of the mean stays). ``seconds`` is None
+    until some cell has finished.
+    """
+    states = {(seed, m): cell_state(out, m, seed) for seed, m in cells}
+    per_method: Dict[str, List[float]] = {}
+    for (seed, m), st in states.items():
+        if st["state"] == "finished" and st["seconds"] > 0:
+            per_method.setdefault(m, []).append(st["seconds"])
+    every = [t for ts in per_method.values() for t in ts]
+    left = [(seed, m) for (seed, m), st in states.items() if st["state"] != "finished"]
+    seconds: Optional[float] = None
+    if every:
+        seconds = 0.0
+        for seed, m in left:
+            mean = statistics.fmean(per_method.get(m) or every)
+            seconds += max(mean - states[(seed, m)]["seconds"], 0.1 * mean)
+    return {"total": len(cells), "finished": len(cells) - len(left), "left": left,
+            "partial": [c for c in left if states[c]["state"] == "partial"], "seconds": seconds,
+            "per_method": {m: statistics.fmean(ts) for m, ts in per_method.items()}}
+
+
+def progress_line(grid_name: str, todo: Dict[str, Any]) -> str:
+    eta = ("unknown until a cell has finished" if todo["seconds"] is None
+           else f"expected about {_fmt_duration(todo['seconds'])} more (from the measured times of finished cells)")
+    partial = f", {len(todo['partial'])} partly done" if todo["partial"] else ""
+    return f"[{grid_name}] {todo['finished']}/{todo['total']} cells finished, {len(todo['left'])} left{partial}; {eta}"
+
+
 # ----------------------------------------------------------------------------- main
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description="Run the minibench grid (resumable) and collect the results table.")
     p.add_argument("--minibench", type=Path, default=REPO.parent / "shared" / "minibench", help="the minibench folder")
-    p.add_argument("--out", type=Path, default=REPO / "runs" / "minibench", help="where runs, scores and results go")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where runs, scores and results go (default: the grid's 'out', else runs/minibench)")
     p.add_argument("--config", type=Path, default=REPO / "configs" / "minibench" / "base.yaml")
     p.add_argument("--grid", type=Path, default=REPO / "configs" / "minibench" / "grid.yaml")
     p.add_argument("--seeds", type=int, nargs="+", help="subset of the grid's seeds")
@@ -393,6 +736,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="which generated section of REPORT to replace (default: main; another name adds or replaces "
                         "<!-- minibench:NAME:begin/end --> and prefixes the plots with minibench_NAME_)")
     p.add_argument("--figures", type=Path, default=None, help="where the PNG plots go (default: REPORT's folder/figures)")
+    p.add_argument("--status", action="store_true",
+                   help="only say which cells are finished, partly done or to do, and the time expected; run nothing")
+    p.add_argument("--boot", type=int, default=2000, metavar="N",
+                   help="bootstrap replicates of the paired intervals (per-attack intervals use half; default 2000)")
+    p.add_argument("--no-stats", action="store_true", help="leave out the paired statistics (faster tables)")
+    p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
+                   help="checkpoint training every STEPS steps inside an epoch, so that an interrupted cell "
+                        "resumes close to where it stopped (default 100)")
     args = p.parse_args(argv)
     if argv is None and any(k not in os.environ for k in MALLOC_ENV):
         # the allocator settings must be in place before the process starts (scoring runs in this process)
@@ -409,30 +760,49 @@ def main(argv: Optional[List[str]] = None) -> int:
     unknown = set(args.methods or []) - {m["name"] for m in grid["methods"]}
     if unknown:
         raise SystemExit(f"unknown method(s) {sorted(unknown)}; the grid has {[m['name'] for m in grid['methods']]}")
-    out = args.out.resolve()
+    out = (args.out or REPO / grid.get("out", "runs/minibench")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     results: Dict[str, List[Dict[str, Any]]] = {m["name"]: [] for m in methods}
-    total = len(seeds) * len(methods)
-    k = 0
-    for seed in seeds:  # seed-major: an interrupted grid has complete seeds first
-        for m in methods:
-            k += 1
-            results[m["name"]].append(run_cell(f"{k}/{total}", m, seed, base, minibench, out, args.overrides))
+    cells = [(seed, m["name"]) for seed in seeds for m in methods]  # seed-major: an interrupted grid has complete seeds first
+    grid_name = args.grid.stem
+    log(progress_line(grid_name, expected_left(out, cells)))
+    if args.status:
+        for seed, name in cells:
+            st = cell_state(out, name, seed)
+            log(f"  {name} seed {seed}: {st['state']}" + (f" ({st['seconds']:.0f} s)" if st["seconds"] else ""))
+        return 0
+    global CHECKPOINT_EVERY
+    CHECKPOINT_EVERY = args.checkpoint_every
+    by_name = {m["name"]: m for m in methods}
+    for k, (seed, name) in enumerate(cells, start=1):
+        was_finished = (out / name / f"seed{seed}" / "result.json").exists()
+        results[name].append(run_cell(f"{k}/{len(cells)}", by_name[name], seed, base, minibench, out, args.overrides))
+        if not was_finished:
+            log(progress_line(grid_name, expected_left(out, cells)))
     sel_grid = {**grid, "methods": methods}
+    sel_grid["methods"] = methods + add_tuned(sel_grid, results, out)
     summary = summarize(sel_grid, results)
+    stats = None
+    if not args.no_stats and sel_grid["baseline"] in by_name:
+        t_stats = time.time()
+        stats = paired_stats(sel_grid, results, out, minibench, n_boot=args.boot, n_boot_attack=max(args.boot // 2, 200))
+        log(f"paired statistics: {time.time() - t_stats:.0f} s")
     figures_dir = args.figures or (args.report.parent / "figures" if str(args.report) != "-" else out)
     plot(sel_grid, results, figures_dir, figure_prefix(args.section))
+    if stats:
+        plot_paired(stats, {m["name"]: m.get("label", m["name"]) for m in sel_grid["methods"]}, figures_dir, figure_prefix(args.section))
     rel_fig = os.path.relpath(figures_dir, args.report.parent) if str(args.report) != "-" else str(figures_dir)
-    table = markdown(summary, rel_fig, figure_prefix(args.section))
+    table = markdown(summary, rel_fig, figure_prefix(args.section), stats)
     stem = "results" if args.section == "main" else f"results_{args.section}"
-    atomic_write_text(out / f"{stem}.json", json.dumps({"summary": summary, "results": results}, indent=1))
+    atomic_write_text(out / f"{stem}.json", json.dumps({"summary": summary, "results": results, "paired": stats},
+                                                       indent=1, default=list))
     atomic_write_text(out / f"{stem}.md", table)
     if str(args.report) != "-":
         write_report(args.report, table, args.section)
     print()
     print(table)
-    log(f"grid: {total} runs in {out}; this invocation took {time.time() - t0:.0f} s"
+    log(f"grid: {len(cells)} runs in {out}; this invocation took {time.time() - t0:.0f} s"
         + (f"; table written to {args.report}" if str(args.report) != "-" else ""))
     return 0
 

@@ -55,13 +55,39 @@ def test_shipped_grid_is_valid_and_covers_the_issue_grid():
     assert by_name["pcgrad_split"]["train.engine_mode"] == "split"
 
 
-@pytest.mark.parametrize("name", ["grid_split_control.yaml", "grid_batch4.yaml"])
+@pytest.mark.parametrize("name", ["grid_split_control.yaml", "grid_batch4.yaml", "grid_equal_compute.yaml",
+                                  "grid_converge.yaml"])
 def test_supplementary_grids_are_valid(name):
     grid = runner.load_grid(REPO_ROOT / "configs" / "minibench" / name)
     main = {m["name"]: m["set"] for m in runner.load_grid(REPO_ROOT / "configs" / "minibench" / "grid.yaml")["methods"]}
+    if grid.get("out", "runs/minibench") != "runs/minibench":
+        return  # its own run folder: nothing is shared with the main grid
+    assert not grid.get("set"), "grid-wide overrides in the main grid's folder would make same-named cells differ"
     for m in grid["methods"]:  # a cell that shares a main-grid name must be that same cell (it is reused)
         if m["name"] in main:
             assert m["set"] == main[m["name"]]
+
+
+def test_grid_cells_resolve_to_valid_run_configs(tmp_path):
+    """Every cell of the equal-compute and convergence grids is a config that dpda train accepts."""
+    from dpda.config import from_dict
+    from dpda.train.config import RunConfig, check_buildable, validate
+
+    base = yaml.safe_load((REPO_ROOT / "configs" / "minibench" / "base.yaml").read_text())
+    seen = {}
+    for name in ("grid_equal_compute.yaml", "grid_converge.yaml"):
+        grid = runner.load_grid(REPO_ROOT / "configs" / "minibench" / name)
+        for m in grid["methods"]:
+            cfg = validate(from_dict(RunConfig, runner.cell_config(base, m, 1, tmp_path, [])))
+            check_buildable(cfg)
+            seen[(name, m["name"])] = cfg
+    w = seen[("grid_equal_compute.yaml", "weighted_r25")].train.aligner
+    assert w.name == "weighted" and w.options == {"weights": [0.25, 0.75]}
+    single = seen[("grid_equal_compute.yaml", "single_b32")]
+    assert single.train.mode == "single" and single.data.batch_size == 32 and single.train.steps_per_epoch == 18
+    conv = seen[("grid_converge.yaml", "pcgrad_split")]
+    assert conv.train.steps_per_epoch is None and conv.train.epochs == 40 and conv.train.engine_mode == "split"
+    assert len(runner.load_grid(REPO_ROOT / "configs" / "minibench" / "grid_converge.yaml")["seeds"]) >= 8
 
 
 def test_grid_file_errors_name_the_problem(tmp_path):
@@ -150,3 +176,127 @@ def test_grid_runs_scores_and_skips_finished_cells(tmp_path, capsys):
     assert second.count("finished earlier, skipped") == 2
     assert (out / "dual" / "seed1" / "model.pt").stat().st_mtime_ns == stamp
     assert (out / "results.md").read_text() in second
+
+
+def _scored_grid(tmp_path, shift=3.0, seeds=(1, 2, 3), write_scores=True):
+    """A finished grid without training: each cell's result.json, bench_wall.json and score files.
+
+    ``pcgrad``'s bona fide scores are ``shift`` higher than ``dual``'s on every trial (so it is better
+    on every seed); the spoof scores and the seed's noise are shared by both methods.
+    """
+    from dpda.metrics import compute_eer
+
+    mb = _fake_minibench(tmp_path / "mb", per_class=20)
+    out = tmp_path / "out"
+    rng = np.random.default_rng(0)
+    results = {"dual": [], "pcgrad": []}
+    for seed in seeds:
+        noise = {s: rng.standard_normal(40) for s in ("eval", "ood_dev")}
+        for method, add in (("dual", 0.0), ("pcgrad", shift)):
+            run_dir = out / method / f"seed{seed}"
+            (run_dir / "scores").mkdir(parents=True)
+            eers = {}
+            for split in ("eval", "ood_dev"):
+                m = load_manifest("asvspoof2019", mb / "protocols" / f"minibench.{split}.txt", mb / "flac" / split)
+                bona = np.array([u.label == "bonafide" for u in m.utterances])
+                scores = noise[split] + bona * (0.5 + add)
+                if write_scores:
+                    (run_dir / "scores" / f"{split}.txt").write_text(
+                        "".join(f"{u.utt_id} {v:.6f}\n" for u, v in zip(m.utterances, scores)))
+                eers[split] = 100 * compute_eer(scores[bona], scores[~bona])[0]
+            res = _result(method, seed, eers["eval"], eers["ood_dev"])
+            res["per_attack"] = {split: {"S1": eer} for split, eer in eers.items()}  # the only attack
+            (run_dir / "result.json").write_text(json.dumps(res))
+            (run_dir / "bench_wall.json").write_text(json.dumps({"train": 100.0 if method == "dual" else 60.0,
+                                                                 "score": 20.0}))
+            results[method].append(res)
+    return mb, out, results
+
+
+def test_paired_statistics_from_the_score_files(tmp_path):
+    mb, out, results = _scored_grid(tmp_path)
+    grid = {"baseline": "dual", "methods": [{"name": "dual", "label": "dual"}, {"name": "pcgrad", "label": "PCGrad"}]}
+    stats = runner.paired_stats(grid, results, out, mb, n_boot=300, n_boot_attack=200)
+    for split in ("eval", "ood_dev"):
+        entry = stats["splits"][split]
+        assert entry["n_bona"] == 20 and entry["attack_spoofs"] == {"S1": 20}
+        p = entry["methods"]["pcgrad"]["pooled"]
+        assert p["trials"] == "shared" and p["trial_counts"] == (20, 20) and p["seeds"] == [1, 2, 3]
+        want = [r["eer"][split] - b["eer"][split] for r, b in zip(results["pcgrad"], results["dual"])]
+        assert p["diff"] == pytest.approx(want, abs=1e-9)  # the score files give the tables' EERs
+        assert p["direction"] == "better" and p["ci"][1] < 0
+        assert entry["methods"]["pcgrad"]["per_attack"]["S1"]["trial_counts"] == (20, 20)
+    summary = runner.summarize(grid, results)
+    table = runner.markdown(summary, "figures", stats=stats)
+    assert "### Paired differences against dual" in table and "| PCGrad | eval |" in table and "**better**" in table
+    assert "### eval: EER (%) per attack, mean over seeds (all 20 bona fide" in table and "| S1 (20) |" in table
+    assert "* **PCGrad, eval**: better than dual by" in table
+    png = runner.plot_paired(stats, {"dual": "dual", "pcgrad": "PCGrad"}, tmp_path / "fig")
+    assert png.stat().st_size > 0
+
+
+def test_a_tuned_row_is_compared_from_its_candidates_score_files(tmp_path):
+    mb, out, results = _scored_grid(tmp_path)
+    for r in results["pcgrad"]:
+        r["final_dev_eer"] = 1.0
+    for r in results["dual"]:
+        r["final_dev_eer"] = 2.0
+    grid = {"baseline": "dual", "methods": [{"name": "dual"}, {"name": "pcgrad"}],
+            "tuned": [{"name": "tuned", "candidates": ["dual", "pcgrad"]}]}
+    grid["methods"] = grid["methods"] + runner.add_tuned(grid, results, out)
+    stats = runner.paired_stats(grid, results, out, mb, n_boot=300, n_boot_attack=200)
+    tuned = stats["splits"]["eval"]["methods"]["tuned"]["pooled"]
+    assert tuned["trials"] == "shared"  # pcgrad's score files, under pcgrad's folder
+    assert tuned["diff"] == stats["splits"]["eval"]["methods"]["pcgrad"]["pooled"]["diff"]
+
+
+def test_paired_statistics_without_score_files_use_the_per_seed_eers(tmp_path):
+    mb, out, results = _scored_grid(tmp_path, shift=0.0, write_scores=False)
+    grid = {"baseline": "dual", "methods": [{"name": "dual"}, {"name": "pcgrad"}]}
+    stats = runner.paired_stats(grid, results, out, mb, n_boot=300)
+    p = stats["splits"]["eval"]["methods"]["pcgrad"]["pooled"]
+    assert p["trials"] == "none" and p["diff"] == pytest.approx([0.0, 0.0, 0.0])
+    assert "per-seed EERs only" in runner.markdown(runner.summarize(grid, results), None, stats=stats)
+
+
+def test_what_is_left_and_the_time_it_should_take(tmp_path, capsys):
+    mb, out, _ = _scored_grid(tmp_path, seeds=(1, 2))
+    cells = [(s, m) for s in (1, 2, 3) for m in ("dual", "pcgrad", "gradvac")]
+    part = out / "dual" / "seed3"
+    (part / "checkpoints").mkdir(parents=True)
+    (part / "checkpoints" / "last.pt").write_bytes(b"")
+    (part / "bench_wall.json").write_text(json.dumps({"train": 50.0}))
+    todo = runner.expected_left(out, cells)
+    assert todo["finished"] == 4 and todo["total"] == 9 and todo["partial"] == [(3, "dual")]
+    assert todo["per_method"] == {"dual": 120.0, "pcgrad": 80.0}
+    # dual seed 3: 120 - 50 spent; pcgrad seed 3: 80; gradvac (none finished): the mean of all, 100, three times
+    assert todo["seconds"] == pytest.approx(70.0 + 80.0 + 3 * 100.0)
+    assert "4/9 cells finished, 5 left, 1 partly done; expected about 7 min 30 s more" in runner.progress_line("g", todo)
+    assert runner.expected_left(tmp_path / "empty", cells)["seconds"] is None
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"seeds": [1, 2, 3], "baseline": "dual", "methods": [
+        {"name": n, "set": {}} for n in ("dual", "pcgrad", "gradvac")]}))
+    assert runner.main(["--minibench", str(mb), "--out", str(out), "--grid", str(grid), "--status"]) == 0
+    said = capsys.readouterr().out
+    assert "4/9 cells finished" in said and "dual seed 3: partial (50 s)" in said and "gradvac seed 1: todo" in said
+
+
+def test_a_tuned_row_is_chosen_on_dev_only(tmp_path):
+    grid_path = tmp_path / "grid.yaml"
+    grid_path.write_text(yaml.safe_dump({"seeds": [1, 2], "baseline": "dual", "methods": [
+        {"name": "dual", "set": {}}, {"name": "w25", "label": "w 0.25", "set": {}}, {"name": "w75", "set": {}}],
+        "tuned": [{"name": "tuned", "label": "dual, tuned weight", "candidates": ["dual", "w25", "w75"]}]}))
+    grid = runner.load_grid(grid_path)
+    results = {}
+    for name, dev, test in (("dual", 10.0, 20.0), ("w25", 8.0, 30.0), ("w75", 9.0, 10.0)):
+        results[name] = [{**_result(name, s, test, test), "final_dev_eer": dev + s} for s in (1, 2)]
+    added = runner.add_tuned(grid, results, tmp_path)
+    # w25 has the best dev EER (its test EER is the worst: the choice never looks at the test splits)
+    assert [a["tuned_from"] for a in added] == ["w25"] and added[0]["label"] == "dual, tuned weight: w 0.25"
+    assert [r["eer"]["eval"] for r in results["tuned"]] == [30.0, 30.0]
+    assert all(r["method"] == "tuned" and r["tuned_from"] == "w25" for r in results["tuned"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"seeds": [1], "baseline": "dual", "methods": [{"name": "dual", "set": {}}],
+                                   "tuned": [{"name": "t", "candidates": ["dual", "nope"]}]}))
+    with pytest.raises(SystemExit, match=r"candidates \['nope'\] are not methods"):
+        runner.load_grid(bad)

@@ -86,7 +86,7 @@ def test_mean_and_sum_are_gradients_of_mean_and_sum_loss():
     torch.testing.assert_close(build_aligner("sum")(torch.stack([g1, g2])), 2 * g_mean)
 
 
-@pytest.mark.parametrize("name", ["none", "sum", "pcgrad", "gradvac", "cagrad", "mgda"])
+@pytest.mark.parametrize("name", ["none", "sum", "weighted", "pcgrad", "gradvac", "cagrad", "mgda"])
 def test_low_precision_grads_are_aligned_in_float32(name):
     g = torch.randn(2, 64, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
     out = build_aligner(name)(g)
@@ -124,8 +124,48 @@ def test_gradvac_segments_keep_one_target_per_segment():
         build_aligner("gradvac", granularity="segments")(g)
 
 
+def test_weighted_is_the_gradient_of_the_weighted_loss():
+    w = torch.randn(10, requires_grad=True, dtype=torch.float64)
+    x1, x2 = torch.randn(10, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
+    l1, l2 = (w * x1).sum() ** 2, (w * x2).sin().sum()
+    g = torch.stack(torch.autograd.grad(l1, w, retain_graph=True) + torch.autograd.grad(l2, w, retain_graph=True))
+    g_weighted, = torch.autograd.grad(0.3 * l1 + 0.7 * l2, w)
+    aligner = build_aligner("weighted", weights=[0.3, 0.7])
+    torch.testing.assert_close(aligner(g), g_weighted)
+    assert aligner.last_stats["weights"] == [0.3, 0.7] and "cos" in aligner.last_stats
+    torch.testing.assert_close(build_aligner("weighted")(g), build_aligner("none")(g))  # default 0.5 / 0.5
+    torch.testing.assert_close(build_aligner("weighted", weights=[1, 0])(g), g[0])  # recorded path only
+    # an entry only the first path reaches gets its weighted contribution (the weighted loss's gradient)
+    has = torch.ones(2, 10, dtype=torch.bool)
+    has[1, 7:] = False
+    g[1, 7:] = 0
+    torch.testing.assert_close(aligner(g, has_grad=has)[7:], 0.3 * g[0, 7:])
+    k3 = torch.randn(3, 10, dtype=torch.float64)
+    torch.testing.assert_close(build_aligner("weighted", weights=[1, 2, 3])(k3), k3[0] + 2 * k3[1] + 3 * k3[2])
+
+
+@pytest.mark.parametrize(("weights", "message"), [
+    ([0.5, -0.1], r"weights\[1\] must be finite and >= 0"),
+    ([0.5, float("nan")], r"weights\[1\] must be finite"),
+    ([0, 0], "must not all be zero"),
+    (["a", 1], r"weights\[0\] must be a number"),
+    ([True, 1], r"weights\[0\] must be a number"),
+    (0.5, "one number per path"),
+    ("0.5", "one number per path"),
+    ([], "one number per path"),
+])
+def test_weighted_rejects_bad_weights(weights, message):
+    with pytest.raises(ValueError, match=message):
+        build_aligner("weighted", weights=weights)
+
+
+def test_weighted_needs_one_weight_per_task():
+    with pytest.raises(ValueError, match="3 weights for 2 task gradients"):
+        build_aligner("weighted", weights=[1, 1, 1])(torch.randn(2, 5))
+
+
 def test_build_aligner_errors():
-    assert {"none", "sum", "pcgrad", "gradvac", "cagrad", "mgda"} <= set(ALIGNERS)
+    assert {"none", "sum", "weighted", "pcgrad", "gradvac", "cagrad", "mgda"} <= set(ALIGNERS)
     with pytest.raises(ValueError, match="unknown aligner 'pcgard'"):
         build_aligner("pcgard")
     with pytest.raises(ValueError, match="bad options for aligner 'pcgrad'"):
@@ -136,7 +176,7 @@ def test_build_aligner_errors():
         build_aligner("pcgrad").load_state_dict({"rho": 1})
 
 
-@pytest.mark.parametrize("name", ["none", "sum", "pcgrad", "gradvac", "cagrad", "mgda"])
+@pytest.mark.parametrize("name", ["none", "sum", "weighted", "pcgrad", "gradvac", "cagrad", "mgda"])
 def test_inplace_writes_the_same_update_into_the_first_row(name):
     g = torch.randn(2, 100, generator=torch.Generator().manual_seed(6))
     g[1] -= 1.5 * g[0]
@@ -152,7 +192,7 @@ def test_inplace_with_partial_gradients():
     has = torch.ones(2, 50, dtype=torch.bool)
     has[1, 40:] = False
     g[1, 40:] = 0
-    for name in ("pcgrad", "cagrad"):
+    for name in ("pcgrad", "cagrad", "weighted"):
         expected = build_aligner(name)(g.clone(), has_grad=has)
         buf = g.clone()
         build_aligner(name)(buf, has_grad=has, inplace=True)

@@ -24,6 +24,7 @@ from tests.devices import assert_on, implicit_tensors_on_meta, on_devices
 VARIANTS = [
     ("none", {}),
     ("sum", {}),
+    ("weighted", {"weights": [0.3, 0.7]}),
     ("pcgrad", {}),
     ("pcgrad", {"reduction": "sum", "eps": 1e-8, "shuffle": True, "seed": 3}),
     ("gradvac", {}),

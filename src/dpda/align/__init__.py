@@ -11,6 +11,7 @@ name       method (defaults = the DPDA paper code's conventions)
 =========  =================================================================
 none       mean of the gradients (the paper's "DPDA baseline")
 sum        sum of the gradients
+weighted   fixed weighted sum, ``weights: [w_recorded, w_augmented]`` (the tuned-weight control)
 pcgrad     PCGrad, mean reduction (``reduction="sum", eps=1e-8``: LibMTL)
 gradvac    GradVac, beta 0.5, whole model, EMA only when phi > 0 (stateful)
 cagrad     CAGrad, c 0.5, 1/(1+c^2) rescale, SLSQP weights (``solver="exact"``)
@@ -27,12 +28,13 @@ from dpda.align.cagrad import CAGrad
 from dpda.align.gradvac import GradVac
 from dpda.align.mgda import MGDA
 from dpda.align.pcgrad import PCGrad
-from dpda.align.simple import Mean, Sum
+from dpda.align.simple import Mean, Sum, Weighted
 
 ALIGNERS: Dict[str, Type[Aligner]] = {
     "none": Mean,
     "mean": Mean,
     "sum": Sum,
+    "weighted": Weighted,
     "pcgrad": PCGrad,
     "gradvac": GradVac,
     "cagrad": CAGrad,
@@ -54,5 +56,5 @@ def build_aligner(name: str, **options) -> Aligner:
 
 __all__ = [
     "Aligner", "ALIGNERS", "build_aligner", "gram_matrix", "pair_stats",
-    "Mean", "Sum", "PCGrad", "GradVac", "CAGrad", "MGDA",
+    "Mean", "Sum", "Weighted", "PCGrad", "GradVac", "CAGrad", "MGDA",
 ]

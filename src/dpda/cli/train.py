@@ -19,7 +19,7 @@ Train a countermeasure from a YAML configuration (see configs/ and
 docs/training.md). Modes (train.mode): 'single' trains on the augmented path
 only (the classic RawBoost recipe), 'dual' on both paths with the mean loss
 (the paper's DPDA baseline), 'dpda' on both paths with gradient alignment
-(train.aligner.name: pcgrad, gradvac, cagrad, mgda, sum, none).
+(train.aligner.name: pcgrad, gradvac, cagrad, mgda, sum, weighted, none).
 
 Every run directory holds the resolved config.yaml, env.json, metrics.jsonl,
 checkpoints/, plots/ and, at the end, model.pt (usable by dpda score/detect).

@@ -4,7 +4,9 @@ Modules: :mod:`~dpda.evaluation.scores` (reading score files and joining them
 strictly with a key, under one of several id forms: see there),
 :mod:`~dpda.evaluation.asv` (ASV scores for the t-DCF),
 :mod:`~dpda.evaluation.report` (the metrics report, pooled, per attack and per
-condition); every name is importable from ``dpda.evaluation``.
+condition); every name is importable from ``dpda.evaluation``. Apart:
+:mod:`~dpda.evaluation.paired` (paired multi-seed comparisons of EERs with
+hierarchical bootstrap intervals; import it as ``dpda.evaluation.paired``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,495 @@
+"""Why are path-gradient conflicts rare on minibench? Short runs that measure them against their likely causes.
+
+The DPDA paper reports that about 25 % of training steps have conflicting path
+gradients (negative dot product of the recorded path's and the augmented
+path's gradients); the minibench grid saw 2-6 %. This script varies one thing
+at a time around the minibench recipe (``configs/minibench/base.yaml``:
+LFCC-LCNN, batch 16 per path, Adam 1e-3, RawBoost algo 4 in the step) and
+measures the conflicts of every step of short dual-path runs (no alignment, so
+the measurement does not change the trajectory):
+
+* augmentation strength: RawBoost algos 1-8; codec / noise / reverb chains in
+  the DataLoader (``augment.where: workers``), mild and harsh (the noise and
+  room impulse responses are synthesised here: coloured noise and
+  exponentially decaying noise tails, no corpus needed);
+* batch size per path: 4, 8, 16, 32;
+* learning rate: 1e-4, 1e-3, 1e-2;
+* model family: LCNN, RawNet2, AASIST-L; and the forward layout (split mode);
+* training stage: the weights of a finished minibench grid run (``--trained``,
+  default ``runs/minibench/dual/seed1/model.pt`` when it exists), measured
+  without updating them (lr 0) and while training on.
+
+Every step records the overall cosine and dot product, the per-module cosines
+the engine computes (``DualPathEngine(module_stats=True)``: top-level
+modules) and finer per-layer cosines (second-level modules, from a thin
+wrapper around the aligner that reads the two gradients before it combines
+them). A cell is a short run (``--epochs`` x ``--steps`` steps, one seed,
+no dev split); cells are independent and the study is resumable: a finished
+cell (``steps.jsonl`` + ``cell.json``) is skipped, an interrupted one starts
+again.
+
+Outputs: ``OUT/<cell>/`` (run directory, ``steps.jsonl``, ``cell.json``),
+``OUT/study.json``; with ``--report`` (default ``docs/RESULTS.md``) the
+section between ``<!-- conflict_study:begin -->`` and ``<!-- conflict_study:end -->``,
+the summary ``docs/conflict_study.json`` and the figures
+``docs/figures/conflict_study_*.png``.
+
+Usage (from the repository root, ``../shared/minibench`` beside it)::
+
+    .venv/bin/python bench/conflict_study.py                 # every cell (see --list)
+    .venv/bin/python bench/conflict_study.py --cells base batch4 --steps 10 --report -
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import yaml
+
+from dpda.fileio import atomic_write_text
+
+REPO = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- conflict_study:begin -->", "<!-- conflict_study:end -->"
+PAPER_RATE = 0.25
+#: glibc settings as bench/minibench.py (freed activation buffers stay in the process)
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------- cells
+
+
+def chain_config(assets: Path, harsh: bool) -> Dict[str, Any]:
+    """A codec -> noise -> reverb chain (each step with probability p; harsh: always, louder noise, longer rooms)."""
+    p = 1.0 if harsh else 0.5
+    return {"series": [
+        {"choice": [{"codec": {"name": "mp3"}}, {"codec": {"name": "opus"}}, {"codec": {"name": "gsm"}}], "p": p},
+        {"noise": {"files": {"noise": sorted(str(f) for f in (assets / "noise").glob("*.wav"))},
+                   "snr": [0, 5] if harsh else [5, 20], "p": p}},
+        {"reverb": {"files": sorted(str(f) for f in (assets / ("rir_long" if harsh else "rir")).glob("*.wav")), "p": p}},
+    ]}
+
+
+def make_assets(assets: Path, sr: int = 16000) -> None:
+    """Synthetic noise (white, pink, brown; 5 s each) and room impulse responses (decaying noise tails)."""
+    import soundfile as sf
+
+    if (assets / "done").exists():
+        return
+    rng = np.random.default_rng(12345)
+    (assets / "noise").mkdir(parents=True, exist_ok=True)
+    n = 5 * sr
+    white = rng.standard_normal(n)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    f = np.maximum(np.fft.rfftfreq(n, 1 / sr), 1.0)
+    for name, x in (("white", white), ("pink", np.fft.irfft(spectrum / np.sqrt(f), n)),
+                    ("brown", np.fft.irfft(spectrum / f, n))):
+        sf.write(assets / "noise" / f"{name}.wav", (0.3 * x / np.abs(x).max()).astype(np.float32), sr)
+    for folder, rt60s in (("rir", (0.2, 0.35, 0.5)), ("rir_long", (0.8, 1.2, 1.6))):
+        (assets / folder).mkdir(exist_ok=True)
+        for rt60 in rt60s:
+            t = np.arange(int(rt60 * sr)) / sr
+            h = rng.standard_normal(t.size) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
+            h[0] = 1.0
+            sf.write(assets / folder / f"rt{int(rt60 * 1000)}.wav", (h / np.abs(h).max()).astype(np.float32), sr)
+    (assets / "done").write_text("")
+
+
+def cells(trained: Optional[Path]) -> List[Dict[str, Any]]:
+    """The study's cells, most informative first: name, factor, the setting in words, config overrides."""
+    out: List[Dict[str, Any]] = [
+        {"name": "base", "factor": "base", "value": "LCNN, RawBoost 4, batch 16, lr 1e-3", "set": {}},
+        {"name": "batch4", "factor": "batch", "value": "4", "set": {"data.batch_size": 4}},
+        {"name": "chain_harsh", "factor": "augmentation", "value": "codec+noise+reverb, harsh", "chain": "harsh"},
+        {"name": "lr1e-2", "factor": "lr", "value": "1e-2", "set": {"train.optimizer.lr": 1.0e-2}},
+    ]
+    if trained is not None:  # run only once the file exists (see main)
+        out += [
+            {"name": "trained_probe", "factor": "stage", "value": "trained weights, lr 0 (measure only)",
+             "set": {"model.init_from": str(trained), "train.optimizer.lr": 0.0, "train.optimizer.weight_decay": 0.0}},
+            {"name": "trained_probe_b4", "factor": "stage", "value": "trained weights, lr 0, batch 4",
+             "set": {"model.init_from": str(trained), "train.optimizer.lr": 0.0, "train.optimizer.weight_decay": 0.0,
+                     "data.batch_size": 4}},
+            {"name": "trained_train", "factor": "stage", "value": "trained weights, training on (lr 1e-3)",
+             "set": {"model.init_from": str(trained)}},
+        ]
+    out += [{"name": "chain_mild", "factor": "augmentation", "value": "codec+noise+reverb, p 0.5", "chain": "mild"}]
+    out += [{"name": f"rawboost{a}", "factor": "augmentation", "value": f"RawBoost {a}", "set": {"augment.rawboost_algo": a}}
+            for a in (1, 2, 3, 5, 6, 7, 8)]
+    out += [
+        {"name": "split", "factor": "layout", "value": "split mode", "set": {"train.engine_mode": "split"}},
+        {"name": "batch32", "factor": "batch", "value": "32", "set": {"data.batch_size": 32}},
+        {"name": "batch8", "factor": "batch", "value": "8", "set": {"data.batch_size": 8}},
+        {"name": "lr1e-4", "factor": "lr", "value": "1e-4", "set": {"train.optimizer.lr": 1.0e-4}},
+        # the raw-waveform models cost several times LCNN's step, and AASIST-L's graph attention took more
+        # than 12 GB at batch 16 per path on 2-s clips (killed for memory on the 23 GB machine): one epoch,
+        # batch 4 per path (compare with LCNN's batch-4 cell)
+        {"name": "aasist_l", "factor": "model", "value": "AASIST-L, batch 4", "epochs": 1,
+         "set": {"model.name": "aasist-l", "model.config": {}, "data.batch_size": 4}},
+        {"name": "rawnet2", "factor": "model", "value": "RawNet2, batch 4", "epochs": 1,
+         "set": {"model.name": "rawnet2", "model.config": {}, "data.batch_size": 4}},
+    ]
+    return out
+
+
+def cell_config(base: Dict[str, Any], cell: Dict[str, Any], minibench: Path, out: Path, seed: int, epochs: int,
+                steps: int) -> Dict[str, Any]:
+    from dpda.config import apply_overrides
+
+    data = json.loads(json.dumps(base))
+    data.setdefault("data", {})["dev"] = None  # no validation: the study measures training steps only
+    overrides = {"train.mode": "dual", "train.engine_mode": "joint", "seed": seed, "name": f"conflict_{cell['name']}",
+                 "train.epochs": cell.get("epochs", epochs), "train.steps_per_epoch": steps, "train.patience": 0, "train.top_k": 1,
+                 "train.log_every": 1000, "train.final_model": "average",
+                 "data.train.protocol": str(minibench / "protocols" / "minibench.train.txt"),
+                 "data.train.root": str(minibench / "flac" / "train"), **cell.get("set", {})}
+    if cell.get("chain"):
+        chain_path = out / f"chain_{cell['chain']}.yaml"
+        atomic_write_text(chain_path, yaml.safe_dump(chain_config(out / "assets", cell["chain"] == "harsh")))
+        overrides.update({"augment.where": "workers", "augment.chain": str(chain_path)})
+    apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    return data
+
+
+# ----------------------------------------------------------------------------- one cell
+
+
+class _Probe:
+    """Wraps an aligner: records the cosine of the two path gradients per layer group before it combines them."""
+
+    def __init__(self, inner, groups: List[Tuple[str, int, int]]) -> None:
+        self.inner = inner
+        self.groups = groups
+        self.last: Dict[str, float] = {}
+
+    def __call__(self, grads, has_grad=None, segments=None, inplace=False):
+        import torch
+
+        with torch.no_grad():
+            g0, g1 = grads[0], grads[1]
+            cos, dots = {}, {}
+            for name, a, b in self.groups:
+                d = float(g0[a:b] @ g1[a:b])
+                n = float(g0[a:b].norm()) * float(g1[a:b].norm())
+                cos[name] = d / n if n > 0 else 0.0
+                dots[name] = d
+        self.last, self.last_dots = cos, dots
+        return self.inner(grads, has_grad=has_grad, segments=segments, inplace=inplace)
+
+    def __getattr__(self, name):  # last_stats, state_dict, ... of the wrapped aligner
+        return getattr(self.inner, name)
+
+
+def _layer_groups(names: Sequence[str], offsets: Sequence[Tuple[int, int]], depth: int = 2) -> List[Tuple[str, int, int]]:
+    groups: List[Tuple[str, int, int]] = []
+    for name, (a, b) in zip(names, offsets):
+        parts = name.split(".")
+        key = ".".join(parts[:depth]) if len(parts) > depth else parts[0]
+        if groups and groups[-1][0] == key and groups[-1][2] == a:
+            groups[-1] = (key, groups[-1][1], b)
+        else:
+            groups.append((key, a, b))
+    return groups
+
+
+def run_cell(cell: Dict[str, Any], cfg_data: Dict[str, Any], cell_dir: Path) -> Dict[str, Any]:
+    """Train one short dual-path run, recording every step's path-gradient statistics."""
+    import shutil
+
+    from dpda.config import from_dict
+    from dpda.train.config import RunConfig, check_buildable, validate
+    from dpda.train.trainer import Trainer
+
+    if cell_dir.exists():
+        shutil.rmtree(cell_dir)  # an interrupted cell starts again (cells are short)
+    cell_dir.mkdir(parents=True)
+    cfg = validate(from_dict(RunConfig, cfg_data))
+    check_buildable(cfg)
+    steps_path = cell_dir / "steps.jsonl"
+    records: List[Dict[str, Any]] = []
+
+    class StudyTrainer(Trainer):
+        def _build(self) -> None:
+            super()._build()
+            eng = self.engine
+            eng.module_stats = True
+            self.probe = _Probe(eng.aligner, _layer_groups(eng.names, eng.offsets))
+            eng.aligner = self.probe
+
+        def _train_step(self, x, x_aug, y):
+            out = super()._train_step(x, x_aug, y)
+            s = out.stats
+            if "cos" in s:
+                records.append({"step": len(records) + 1, "cos": s["cos"], "dot": s["dot"], "conflict": s["conflict"],
+                                "norms": s["norms"], "loss_orig": out.loss_orig, "loss_aug": out.loss_aug,
+                                "module_cos": s.get("module_cos", {}), "layer_cos": dict(self.probe.last),
+                                "layer_dot": dict(self.probe.last_dots)})
+            return out
+
+    t0 = time.time()
+    trainer = StudyTrainer(cfg, cell_dir / "run", progress=False, log=lambda m: None)
+    trainer.fit()
+    seconds = time.time() - t0
+    atomic_write_text(steps_path, "".join(json.dumps(r) + "\n" for r in records))
+    summary = summarize_cell(cell, records, seconds)
+    atomic_write_text(cell_dir / "cell.json", json.dumps(summary, indent=1))
+    return summary
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> Tuple[float, float]:
+    """Wilson score interval of a proportion k / n."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def summarize_cell(cell: Dict[str, Any], records: List[Dict[str, Any]], seconds: float) -> Dict[str, Any]:
+    n = len(records)
+    k = sum(bool(r["conflict"]) for r in records)
+    cos = np.array([r["cos"] for r in records]) if records else np.zeros(0)
+    half = n // 2
+    out = {"name": cell["name"], "factor": cell["factor"], "value": cell["value"], "steps": n, "conflicts": k,
+           "conflict_rate": k / n if n else math.nan, "conflict_ci": wilson(k, n),
+           "conflict_rate_first_half": float(np.mean([r["conflict"] for r in records[:half]])) if half else math.nan,
+           "conflict_rate_second_half": float(np.mean([r["conflict"] for r in records[half:]])) if n - half else math.nan,
+           "mean_cos": float(cos.mean()) if n else math.nan, "median_cos": float(np.median(cos)) if n else math.nan,
+           "cos_quantiles": [float(q) for q in np.quantile(cos, [0.05, 0.25, 0.75, 0.95])] if n else [],
+           "norm_ratio_aug_orig": float(np.median([r["norms"][1] / r["norms"][0] for r in records if r["norms"][0] > 0]))
+           if n else math.nan,
+           "seconds": seconds}
+    for key in ("module_cos", "layer_cos"):
+        names = list(records[0][key]) if records else []
+        out[key.replace("_cos", "")] = {
+            m: {"mean_cos": float(np.mean([r[key][m] for r in records])),
+                "conflict_rate": float(np.mean([r[key][m] < 0 for r in records]))} for m in names}
+    # which layers carry the whole-model dot product: each layer's share of the summed |dot| over all steps
+    if records and "layer_dot" in records[0]:
+        absdot = {m: float(np.sum([abs(r["layer_dot"][m]) for r in records])) for m in records[0]["layer_dot"]}
+        total = sum(absdot.values()) or 1.0
+        for m, v in absdot.items():
+            out["layer"][m]["dot_share"] = v / total
+    return out
+
+
+def load_steps(cell_dir: Path) -> List[Dict[str, Any]]:
+    return [json.loads(line) for line in (cell_dir / "steps.jsonl").read_text().splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------- figures and report
+
+
+def heat_map(ax, records: List[Dict[str, Any]], key: str, bins: int, title: str) -> None:
+    names = list(records[0][key])
+    n = len(records)
+    edges = np.linspace(0, n, min(bins, n) + 1).astype(int)
+    grid = np.array([[np.mean([r[key][m] < 0 for r in records[a:b]]) if b > a else np.nan
+                      for a, b in zip(edges[:-1], edges[1:])] for m in names])
+    im = ax.imshow(100 * grid, aspect="auto", cmap="magma", vmin=0, vmax=60, interpolation="nearest")
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    ticks = range(0, len(edges) - 1, max(1, (len(edges) - 1) // 5))
+    ax.set_xticks(list(ticks), [f"{edges[i] + 1}" for i in ticks], fontsize=7)
+    ax.set_xlabel(f"step (bins of ~{n // max(len(edges) - 1, 1)})", fontsize=7)
+    ax.set_title(title, fontsize=8)
+    return im
+
+
+def figures(summaries: List[Dict[str, Any]], out: Path, fig_dir: Path) -> List[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    # 1. conflict rate per cell with Wilson intervals, grouped by factor
+    order = ["base", "augmentation", "batch", "lr", "model", "layout", "stage"]
+    rows = sorted(summaries, key=lambda s: (order.index(s["factor"]) if s["factor"] in order else 99, s["name"]))
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(rows) + 1.2))
+    for i, s in enumerate(rows):
+        y = len(rows) - 1 - i
+        lo, hi = s["conflict_ci"]
+        ax.plot([100 * lo, 100 * hi], [y, y], "-", color="tab:blue", lw=3, alpha=0.6)
+        ax.plot([100 * s["conflict_rate"]], [y], "o", color="black", ms=4)
+    ax.axvline(100 * PAPER_RATE, color="tab:red", ls="--", lw=1, label="paper: ~25 %")
+    ax.set_yticks(range(len(rows)), [f"{s['factor']}: {s['value']}" for s in reversed(rows)], fontsize=7)
+    ax.set_xlabel("conflicting steps (%), 95 % Wilson interval")
+    ax.set_xlim(0, max(40, 100 * max(s["conflict_ci"][1] for s in rows) + 5))
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = fig_dir / "conflict_study_rates.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    written.append(path.name)
+    # 2. per-module conflict heat maps over training for a few cells
+    show = [s for s in rows if s["name"] in ("base", "batch4", "chain_harsh", "rawnet2", "aasist_l", "trained_probe",
+                                             "trained_probe_b4", "lr1e-2")]
+    if show:
+        cols = min(3, len(show))
+        r = math.ceil(len(show) / cols)
+        fig, axes = plt.subplots(r, cols, figsize=(4.4 * cols, 2.8 * r + 0.4), squeeze=False, layout="constrained")
+        im = None
+        for ax, s in zip(axes.flat, show):
+            recs = load_steps(out / s["name"])
+            key = "layer_cos" if len(recs[0]["layer_cos"]) <= 24 else "module_cos"
+            what = s["value"] if s["factor"] == "base" else f"{s['factor']}: {s['value']}"
+            im = heat_map(ax, recs, key, 10, f"{what} ({100 * s['conflict_rate']:.0f} % overall)")
+        for ax in list(axes.flat)[len(show):]:
+            ax.axis("off")
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="steps with negative cosine (%)")
+        fig.suptitle("Per-module conflicts over training: share of steps whose two path gradients point apart "
+                     "in that module", fontsize=9)
+        path = fig_dir / "conflict_study_heatmap.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path.name)
+    return written
+
+
+def markdown(summaries: List[Dict[str, Any]], args: argparse.Namespace, figs: Sequence[str], rel_fig: str) -> str:
+    order = ["base", "augmentation", "batch", "lr", "model", "layout", "stage"]
+    rows = sorted(summaries, key=lambda s: (order.index(s["factor"]) if s["factor"] in order else 99, s["name"]))
+    lines = ["### Conflict rate by setting (one short dual-path run each)", "",
+             "| factor | setting | steps | conflict rate (95 % CI) | 1st half | 2nd half | mean cos | cos 5–95 % "
+             "| most conflicting module (rate) | aug / rec grad norm | s |",
+             "|---|---|---:|---|---:|---:|---:|---|---|---:|---:|"]
+    for s in rows:
+        mods = s.get("layer") or s.get("module") or {}
+        worst = max(mods.items(), key=lambda kv: kv[1]["conflict_rate"]) if mods else None
+        lo, hi = s["conflict_ci"]
+        q = s["cos_quantiles"]
+        lines.append("| " + " | ".join([
+            s["factor"], s["value"], str(s["steps"]),
+            f"{100 * s['conflict_rate']:.1f} % ({100 * lo:.1f}–{100 * hi:.1f})",
+            f"{100 * s['conflict_rate_first_half']:.0f} %", f"{100 * s['conflict_rate_second_half']:.0f} %",
+            f"{s['mean_cos']:.2f}", f"{q[0]:.2f} to {q[3]:.2f}" if q else "–",
+            (f"`{worst[0]}` ({100 * worst[1]['conflict_rate']:.0f} %; {100 * worst[1].get('dot_share', math.nan):.0f} % "
+             "of dot mass)") if worst else "–",
+            f"{s['norm_ratio_aug_orig']:.2f}", f"{s['seconds']:.0f}"]) + " |")
+    lines += ["", f"Each cell: seed {args.seed}, {args.epochs} epoch(s) × {args.steps} steps of dual-path training "
+              "without alignment from the minibench recipe, one thing changed; no dev split. Conflict: the two "
+              "path gradients (whole model) have a negative dot product. Module: the cosine restricted to one "
+              "layer group's parameters (second-level modules); a module can conflict while the whole model does "
+              "not; 'dot mass': that module's share of the summed absolute per-module dot products, i.e. how "
+              "much it can move the whole-model sign. Wall times are on the shared 2-core machine (other jobs "
+              "running)."]
+    missing = [c for c in getattr(args, "planned", []) if c not in {s["name"] for s in summaries}]
+    if missing:
+        lines += ["", f"Not finished yet ({len(missing)} of {len(missing) + len(summaries)} cells): "
+                  + ", ".join(f"`{m}`" for m in missing) + ". Rerunning `bench/conflict_study.py` runs them "
+                  "(finished cells are skipped) and regenerates this section."]
+    lines += [""] + [f"![{f}]({rel_fig}/{f})" for f in figs]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: Path, table: str) -> None:
+    block = f"{BEGIN}\n<!-- generated by bench/conflict_study.py; do not edit by hand -->\n\n{table}\n{END}"
+    text = report.read_text() if report.exists() else "# Results\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    atomic_write_text(report, text)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description="Conflict rate and per-module cosines against their likely causes "
+                                            "(short runs; resumable).")
+    p.add_argument("--minibench", type=Path, default=REPO.parent / "shared" / "minibench")
+    p.add_argument("--config", type=Path, default=REPO / "configs" / "minibench" / "base.yaml")
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "conflict_study")
+    p.add_argument("--trained", type=Path, default=REPO / "runs" / "minibench" / "dual" / "seed1" / "model.pt",
+                   help="weights of a finished run for the training-stage cells (skipped when absent)")
+    p.add_argument("--cells", nargs="+", help="only these cells (see --list)")
+    p.add_argument("--list", action="store_true", help="list the cells and exit")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--steps", type=int, default=20, help="steps per epoch")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument("--report", type=Path, default=REPO / "docs" / "RESULTS.md", help="'-': no report")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report from the cells finished so far (e.g. while a study runs)")
+    args = p.parse_args(argv)
+    if argv is None and any(k not in os.environ for k in MALLOC_ENV):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**MALLOC_ENV, **os.environ})
+    trained = args.trained.resolve()
+    all_cells = cells(trained)
+    if args.list:
+        for c in all_cells:
+            log(f"{c['name']:18s} {c['factor']:13s} {c['value']}")
+        return 0
+    chosen = [c for c in all_cells if not args.cells or c["name"] in args.cells]
+    unknown = set(args.cells or []) - {c["name"] for c in all_cells}
+    if unknown:
+        raise SystemExit(f"unknown cell(s) {sorted(unknown)}; see --list")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    make_assets(out / "assets")
+    base = yaml.safe_load(args.config.read_text())
+    minibench = args.minibench.resolve()
+    summaries = []
+    t0 = time.time()
+    for i, cell in enumerate(chosen, start=1):
+        cell_dir = out / cell["name"]
+        if (cell_dir / "cell.json").exists():
+            summaries.append(json.loads((cell_dir / "cell.json").read_text()))
+            log(f"[{i}/{len(chosen)}] {cell['name']}: finished earlier, skipped")
+            continue
+        if args.report_only:
+            log(f"[{i}/{len(chosen)}] {cell['name']}: not finished yet, left out (--report-only)")
+            continue
+        if cell["factor"] == "stage" and not trained.is_file():
+            log(f"[{i}/{len(chosen)}] {cell['name']}: skipped, no trained weights at {trained} (yet)")
+            continue
+        done = [s["seconds"] for s in summaries]
+        eta = f"; about {np.mean(done) * (len(chosen) - i + 1) / 60:.0f} min left" if done else ""
+        log(f"[{i}/{len(chosen)}] {cell['name']} ({cell['factor']}: {cell['value']}){eta}")
+        try:
+            s = run_cell(cell, cell_config(base, cell, minibench, out, args.seed, args.epochs, args.steps), cell_dir)
+        except Exception as e:  # noqa: BLE001 - one failing cell must not lose the others; a rerun retries it
+            log(f"    failed: {type(e).__name__}: {e}")
+            continue
+        log(f"    {s['steps']} steps, conflicts {100 * s['conflict_rate']:.1f} % "
+            f"({100 * s['conflict_ci'][0]:.1f}–{100 * s['conflict_ci'][1]:.1f}), mean cos {s['mean_cos']:.2f}, "
+            f"{s['seconds']:.0f} s")
+        summaries.append(s)
+    args.planned = [c["name"] for c in chosen]
+    study = {"seed": args.seed, "epochs": args.epochs, "steps_per_epoch": args.steps, "paper_rate": PAPER_RATE,
+             "cells": summaries}
+    atomic_write_text(out / "study.json", json.dumps(study, indent=1))
+    if str(args.report) != "-":
+        fig_dir = args.report.parent / "figures"
+        figs = figures(summaries, out, fig_dir)
+        atomic_write_text(args.report.parent / "conflict_study.json", json.dumps(study, indent=1))
+        write_report(args.report, markdown(summaries, args, figs, os.path.relpath(fig_dir, args.report.parent)))
+    log(f"conflict study: {len(summaries)} cells in {out}; this invocation took {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
