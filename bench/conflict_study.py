@@ -220,15 +220,15 @@ def run_cell(cell: Dict[str, Any], cfg_data: Dict[str, Any], cell_dir: Path) -> 
     records: List[Dict[str, Any]] = []
 
     class StudyTrainer(Trainer):
-        def _build(self) -> None:
-            super()._build()
-            eng = self.engine
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            eng = self.step.engine  # a dual-path run's step (train.mode dual / dpda)
             eng.module_stats = True
             self.probe = _Probe(eng.aligner, _layer_groups(eng.names, eng.offsets))
             eng.aligner = self.probe
 
-        def _train_step(self, x, x_aug, y):
-            out = super()._train_step(x, x_aug, y)
+        def compute_gradients(self, x, x_aug, y):
+            out = super().compute_gradients(x, x_aug, y)
             s = out.stats
             if "cos" in s:
                 records.append({"step": len(records) + 1, "cos": s["cos"], "dot": s["dot"], "conflict": s["conflict"],
@@ -241,6 +241,8 @@ def run_cell(cell: Dict[str, Any], cfg_data: Dict[str, Any], cell_dir: Path) -> 
     trainer = StudyTrainer(cfg, cell_dir / "run", progress=False, log=lambda m: None)
     trainer.fit()
     seconds = time.time() - t0
+    if not records:
+        raise RuntimeError(f"conflict study cell {cell['name']}: the run recorded no step statistics")
     atomic_write_text(steps_path, "".join(json.dumps(r) + "\n" for r in records))
     summary = summarize_cell(cell, records, seconds)
     atomic_write_text(cell_dir / "cell.json", json.dumps(summary, indent=1))

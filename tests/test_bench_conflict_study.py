@@ -123,3 +123,18 @@ def test_every_cell_resolves_to_a_valid_run_config(tmp_path):
 
     y = chain(np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1, np.random.default_rng(1))
     assert np.isfinite(y).all() and y.shape[-1] > 0
+
+
+def test_a_cell_trains_and_records_every_step(tmp_path, minibench_dir):
+    """End to end on two steps of real minibench audio: the study's trainer hooks still see every step (they
+    hook into dpda's Trainer, whose structure may change)."""
+    import yaml
+
+    base = yaml.safe_load((REPO_ROOT / "configs" / "minibench" / "base.yaml").read_text())
+    cell = next(c for c in study.cells(tmp_path / "model.pt") if c["name"] == "batch4")
+    cfg = study.cell_config(base, cell, minibench_dir, tmp_path, 1, 1, 2)
+    cfg["data"]["num_workers"] = 0
+    summary = study.run_cell(cell, cfg, tmp_path / "cell")
+    assert summary["steps"] == 2
+    records = [json.loads(line) for line in (tmp_path / "cell" / "steps.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(r["layer_cos"] and r["module_cos"] for r in records)
