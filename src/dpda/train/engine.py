@@ -196,6 +196,13 @@ class DualPathEngine:
             passes = "two passes" if self.mode == "split" else "two backward passes"
             warnings.warn(f"{self.mode} mode: {what} not used ({reason}); running {passes}", stacklevel=3)
 
+    def _first_try_failed(self, error: Exception) -> None:
+        """A batched pass raised ``error``: after it has worked once that is a real error (re-raised); on the
+        first try it means the model cannot be batched, and the engine falls back for good."""
+        if self._one_pass_worked:
+            raise error
+        self._fall_back(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+
     def _use_one_pass(self, device: torch.device) -> bool:
         if self._one_pass is None and not self._joint_batched:
             return False
@@ -274,9 +281,7 @@ class DualPathEngine:
                                             grad_outputs=cotangents, is_grads_batched=True, allow_unused=True,
                                             retain_graph=not self._one_pass_worked)
         except Exception as e:  # noqa: BLE001 - any failure of the first try means "cannot batch this model"
-            if self._one_pass_worked:
-                raise
-            self._fall_back(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            self._first_try_failed(e)
             return False
         self._one_pass_worked = True
         received = [g is not None for g in grads]
@@ -296,10 +301,8 @@ class DualPathEngine:
         try:
             loss_orig, loss_aug, rows = self._one_pass(x, x_aug, target, self.loss_fn, lambda: self._autocast(x), scale)
         except Exception as e:  # noqa: BLE001 - any failure of the first try means "cannot batch this model"
-            if self._one_pass_worked:
-                raise
+            self._first_try_failed(e)
             set_rng_state(x.device, rng)
-            self._fall_back(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             return None
         self._one_pass_worked = True
         self._received = [[g is not None for g in row] for row in rows]

@@ -165,9 +165,7 @@ class OnePassSplit:
         names: List[str] = []
         tensors: List[torch.Tensor] = []
         momenta: List[float] = []
-        for prefix, m in self.model.named_modules():
-            if not (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training):
-                continue
+        for prefix, m in self._updating_batchnorms():
             for b in ("running_mean", "running_var", "num_batches_tracked"):
                 t = getattr(m, b)
                 if t is not None:
@@ -177,10 +175,13 @@ class OnePassSplit:
         stacked = [t.unsqueeze(0).expand(2, *t.shape).clone() for t in tensors]
         return names, tensors, stacked, momenta
 
+    def _updating_batchnorms(self) -> List[Tuple[str, nn.Module]]:
+        """``(name, module)`` of the BatchNorm modules whose running statistics a training forward updates."""
+        return [(prefix, m) for prefix, m in self.model.named_modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training]
+
     def _bn_counters(self) -> List[torch.Tensor]:
-        return [m.num_batches_tracked for m in self.model.modules()
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training
-                and m.num_batches_tracked is not None]
+        return [m.num_batches_tracked for _, m in self._updating_batchnorms() if m.num_batches_tracked is not None]
 
     @torch.no_grad()
     def _count_bn_passes(self, counters: List[torch.Tensor], before: List[torch.Tensor]) -> None:

@@ -72,6 +72,8 @@ from dpda.train.path_layers import (
     _Linear,
     _PerSampleNorm,
     autocast_policy,
+    compute_dtype,
+    total_form,
 )
 
 # -- vmap entry points: receive the logical (per-path) call, run the physical kernel once --------------------------
@@ -229,12 +231,12 @@ class PathKernels(TorchFunctionMode):
             out.extend((aliases[pick[0]], aliases[pick[1]]) if aliases is not None else (t, t))
         return out
 
-    @staticmethod
-    def _form(input: torch.Tensor, policy: Optional[Tuple[str, torch.dtype]]) -> str:
-        """The aliases a conv / norm kernel returns gradients for (see :func:`total_form`)."""
-        dtype = input.dtype if policy is None or policy[0] == "as_is" else (
-            policy[1] if policy[0] == "lower" else torch.float32)
-        return "total" if dtype in (torch.float32, torch.float64) else "halves"
+    def _affine_by_form(self, input: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
+                        policy: Optional[Tuple[str, torch.dtype]]) -> Tuple[Optional[List[Any]], bool]:
+        """A conv / norm kernel's aliases and whether it returns the total form (:func:`total_form` of the dtype
+        it will compute in)."""
+        total = total_form(compute_dtype(input.dtype, policy))
+        return self._affine(weight, bias, "total" if total else "halves"), total
 
     def _linear(self, input, weight, bias=None):
         affine = self._affine(weight, bias)
@@ -246,46 +248,44 @@ class PathKernels(TorchFunctionMode):
         if isinstance(padding, str) or not is_batchedtensor(input) or input.dim() != weight.dim():
             return NotImplemented
         policy = autocast_policy("conv1d" if weight.dim() == 3 else "conv2d", input.device)
-        affine = self._affine(weight, bias, self._form(input, policy))
+        affine, total = self._affine_by_form(input, weight, bias, policy)
         if affine is None:
             return NotImplemented
-        return _VConv.apply(input, *affine, stride, padding, dilation, groups, policy)
+        return _VConv.apply(input, *affine, stride, padding, dilation, groups, policy, total)
 
     def _layer_norm(self, input, normalized_shape, weight=None, bias=None, eps=1e-5):
         if not is_batchedtensor(input):
             return NotImplemented
         policy = autocast_policy("layer_norm", input.device)
-        affine = self._affine(weight, bias, self._form(input, policy))
+        affine, total = self._affine_by_form(input, weight, bias, policy)
         if affine is None:
             return NotImplemented
-        return _VPerSampleNorm.apply(input, *affine, "layer", (list(normalized_shape), eps), policy)
+        return _VPerSampleNorm.apply(input, *affine, "layer", (list(normalized_shape), eps), policy, total)
 
     def _group_norm(self, input, num_groups, weight=None, bias=None, eps=1e-5):
         if not is_batchedtensor(input) or input.dim() < 2:
             return NotImplemented
         policy = autocast_policy("group_norm", input.device)
-        affine = self._affine(weight, bias, self._form(input, policy))
+        affine, total = self._affine_by_form(input, weight, bias, policy)
         if affine is None:
             return NotImplemented
-        return _VPerSampleNorm.apply(input, *affine, "group", (input.shape[1], num_groups, eps), policy)
+        return _VPerSampleNorm.apply(input, *affine, "group", (input.shape[1], num_groups, eps), policy, total)
 
     def _batch_norm(self, input, running_mean, running_var, weight=None, bias=None, training=False,
                     momentum=0.1, eps=1e-5):
         if not is_batchedtensor(input) or input.dim() < 2:
             return NotImplemented
-        if weight is None and bias is None:
-            affine: Optional[List[Any]] = [None, None, None, None]
-        else:
-            affine = self._affine(weight, bias)
-        if affine is None or any(t is not None and is_batchedtensor(t) for t in (running_mean, running_var)):
+        if any(t is not None and is_batchedtensor(t) for t in (running_mean, running_var)):
             return NotImplemented
-        if training or running_mean is None:
-            return _VBatchNormTrain.apply(input, *affine, running_mean, running_var, momentum, eps)
-        if affine[0] is None:
+        if not training and running_mean is not None:  # eval mode: fixed statistics, per-sample
+            affine, total = self._affine_by_form(input, weight, bias, None)
+            if affine is None:
+                return NotImplemented
+            return _VPerSampleNorm.apply(input, *affine, "batch_eval", (running_mean, running_var, eps), None, total)
+        affine = [None, None, None, None] if weight is None and bias is None else self._affine(weight, bias)
+        if affine is None:
             return NotImplemented
-        affine = self._affine(weight, bias, self._form(input, None))
-        return _VPerSampleNorm.apply(input, *affine, "batch_eval", (running_mean, running_var, eps), None)
-
+        return _VBatchNormTrain.apply(input, *affine, running_mean, running_var, momentum, eps)
 
     def _recurrent(self, fn: Callable) -> Callable:
         def route(input, hx, params, *flags):

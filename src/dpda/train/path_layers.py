@@ -55,18 +55,26 @@ def autocast_policy(op: str, device: torch.device) -> Optional[Tuple[str, torch.
     return _POLICIES[key], dtype
 
 
+def compute_dtype(dtype: torch.dtype, policy: Optional[Tuple[str, torch.dtype]]) -> torch.dtype:
+    """The dtype a kernel computes in: its input's ``dtype`` after autocast's ``policy`` (see
+    :func:`autocast_policy`)."""
+    if policy is None or policy[0] == "as_is":
+        return dtype
+    return policy[1] if policy[0] == "lower" else torch.float32
+
+
 def _cast(policy: Optional[Tuple[str, torch.dtype]], *tensors: Optional[torch.Tensor]) -> List[Optional[torch.Tensor]]:
     """``tensors`` as autocast would give them to the op (floating tensors only; None stays None)."""
     if policy is None or policy[0] == "as_is":
         return list(tensors)
-    dtype = policy[1] if policy[0] == "lower" else torch.float32
+    dtype = compute_dtype(torch.float32, policy)
     return [t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors]
 
 
-def total_form(x: torch.Tensor) -> bool:
-    """Whether a kernel computing in ``x``'s dtype returns weight gradients as (half 0, both halves): in float32
+def total_form(dtype: torch.dtype) -> bool:
+    """Whether a kernel computing in ``dtype`` returns weight gradients as (half 0, both halves): in float32
     or float64, where ``both - half 0`` keeps path 1's precision; in bfloat16 / float16 each half's own."""
-    return x.dtype in (torch.float32, torch.float64)
+    return dtype in (torch.float32, torch.float64)
 
 
 def _no_autocast(device: torch.device):
@@ -104,15 +112,15 @@ class _Linear(torch.autograd.Function):
 class _Conv(torch.autograd.Function):
     """Convolution on the 2B batch; weight gradients as (half 0, both halves): one backward call for the input
     and the total, one for half 0 (path 1's = total - half 0, formed after the backward pass for all layers);
-    in low precision (:func:`total_form` false) as (half 0, half 1)."""
+    in low precision (``total`` false, :func:`total_form`) as (half 0, half 1)."""
 
     @staticmethod
-    def forward(ctx, x, wa, wt, ba, bt, stride, padding, dilation, groups, policy):
+    def forward(ctx, x, wa, wt, ba, bt, stride, padding, dilation, groups, policy, total):
         n = wa.dim() - 2
         ctx.geometry = (_tuple(stride, n), _tuple(padding, n), _tuple(dilation, n), groups)
         ctx.bias_sizes = [wa.shape[0]] if ba is not None else None
         x, w, b = _cast(policy, x, wa, ba)
-        ctx.total_form = total_form(x)
+        ctx.total_form = total
         ctx.save_for_backward(x, w)
         conv = F.conv1d if n == 1 else F.conv2d
         with _no_autocast(x.device):
@@ -138,7 +146,7 @@ class _Conv(torch.autograd.Function):
                 aten.convolution_backward(g[h], x[h], w, ctx.bias_sizes, *geo, [False, True, has_bias])
                 for h in range(2))
         gx = gx.unflatten(0, x.shape[:2]) if gx is not None else None
-        return gx, gw_a, gw_b, gb_a, gb_b, None, None, None, None, None
+        return gx, gw_a, gw_b, gb_a, gb_b, None, None, None, None, None, None
 
 
 class _PerSampleNorm(torch.autograd.Function):
@@ -147,11 +155,10 @@ class _PerSampleNorm(torch.autograd.Function):
     half 1), like :class:`_Conv`."""
 
     @staticmethod
-    def forward(ctx, x, w0, wt, b0, bt, kind, spec, policy):
-        ctx.kind, ctx.spec = kind, spec
+    def forward(ctx, x, w0, wt, b0, bt, kind, spec, policy, total):
+        ctx.kind, ctx.spec, ctx.total_form = kind, spec, total
         x, w0, b0 = _cast(policy, x, w0, b0)
         x = x.contiguous()  # the native kernels assume it (aten.group_norm makes it so before its kernel)
-        ctx.total_form = total_form(x)
         flat = x.flatten(0, 1)
         if kind == "layer":
             y, mean, rstd = aten.native_layer_norm(flat, spec[0], w0, b0, spec[1])
@@ -195,7 +202,7 @@ class _PerSampleNorm(torch.autograd.Function):
             (_, gw_a, gb_a), (_, gw_b, gb_b) = (_PerSampleNorm._backward(ctx, g[h], x[h], w, b, *stats[h], mask_wb)
                                                 for h in range(2))
         gx = gx.unflatten(0, x.shape[:2]) if gx is not None else None
-        return gx, gw_a, gw_b, gb_a, gb_b, None, None, None
+        return gx, gw_a, gw_b, gb_a, gb_b, None, None, None, None
 
 
 class _BatchNormTrain(torch.autograd.Function):
