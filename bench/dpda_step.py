@@ -17,8 +17,11 @@ Procedures, interleaved (one step of each per repeat; medians of per-repeat rati
     engine's default on CUDA); ``split`` / ``dual_split`` are the two-pass
     split (``one_pass=False``, the default on the CPU);
 (g) joint_1pass / dual_joint_1pass (only with ``--procs``): joint mode with
-    one backward batched over the two losses (``one_pass=True``, the
-    default on CUDA); ``joint`` / ``dual_joint`` run two backward passes.
+    one vmapped forward/backward over two copies of the joint batch
+    (``one_pass=True``, ``joint_one_pass="copies"``, the default on CUDA);
+    joint_bbwd / dual_joint_bbwd: one joint forward and one backward batched
+    over the two losses (``joint_one_pass="batched_backward"``); ``joint`` /
+    ``dual_joint`` run two backward passes.
 
 ``bench/dpda_ops.py`` counts the operators each procedure dispatches (the
 device-independent proxy of a launch-bound GPU step).
@@ -111,6 +114,7 @@ class SavedTensorMeter:
 PROCEDURES: Dict[str, Optional[str]] = {
     "plain": None, "public": None, "dual_joint": "none", "dual_split": "none", "joint": "pcgrad", "split": "pcgrad",
     "split_1pass": "pcgrad", "dual_split_1pass": "none", "joint_1pass": "pcgrad", "dual_joint_1pass": "none",
+    "joint_bbwd": "pcgrad", "dual_joint_bbwd": "none",
 }
 DEFAULT_PROCS = ("plain", "public", "joint", "split")
 AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bfloat16}
@@ -178,10 +182,12 @@ def plain_step(model: nn.Module, x, x_aug, y, loss_fn, amp: Optional[torch.dtype
 
 def make_engine(proc: str, model: nn.Module, loss_fn, amp: Optional[torch.dtype] = None) -> DualPathEngine:
     """The engine of an engine procedure: mode joint/split from the name, one batched pass only for
-    ``*_1pass`` (split: one vmapped forward/backward; joint: one backward batched over the two losses)."""
+    ``*_1pass`` (one vmapped forward/backward; joint: over two copies of the joint batch) and ``*_bbwd`` (joint:
+    one backward batched over the two losses)."""
     mode = "joint" if "joint" in proc else "split"
     return DualPathEngine(model, PROCEDURES[proc], loss_fn=loss_fn, mode=mode, amp_dtype=amp,
-                          one_pass=proc.endswith("_1pass"))
+                          one_pass=proc.endswith(("_1pass", "_bbwd")),
+                          joint_one_pass="batched_backward" if proc.endswith("_bbwd") else "copies")
 
 
 def bench_model(name: str, model: nn.Module, batch: int, samples: int, repeats: int, device: torch.device,

@@ -47,7 +47,8 @@ from gpu_check_lib import (REPO, Deadline, ensure_modules, format_table, git_com
 SRC = REPO / "src"
 CONFIG = "configs/xlsr_conformer_tcm_dpda.yaml"
 BENCH_MODELS = "xlsr_conformer_tcm,xlsr_aasist"
-BENCH_PROCS = "plain,public,dual_joint,dual_joint_1pass,dual_split,dual_split_1pass,joint,joint_1pass,split,split_1pass"
+BENCH_PROCS = ("plain,public,dual_joint,dual_joint_1pass,dual_joint_bbwd,dual_split,dual_split_1pass,joint,"
+               "joint_1pass,joint_bbwd,split,split_1pass")
 #: stage name -> ``dpda train`` overrides of that mode
 TRAIN_MODES: Dict[str, Dict[str, str]] = {
     "single": {"train.mode": "single"},

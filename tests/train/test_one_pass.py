@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from dpda.models import build_model
 from dpda.train import DualPathEngine, weighted_cross_entropy
-from dpda.train.one_pass import OnePassSplit, unsupported_reason
+from dpda.train.one_pass import OnePass, unsupported_reason
 from tests.devices import implicit_tensors_on_meta, on_devices
 from tests.train.test_engine import Recorder, TinyNet, batch, reference_grads, trainable
 
@@ -67,7 +67,7 @@ def test_one_pass_equals_two_passes_in_float64(name, kernels):
         out = ref_model(inp)
         ref.append(torch.autograd.grad(loss64(out[0] if isinstance(out, tuple) else out, y), params, allow_unused=True))
     one_model = copy.deepcopy(model)
-    one_pass = OnePassSplit(one_model, trainable(one_model), kernels=kernels)
+    one_pass = OnePass(one_model, trainable(one_model), kernels=kernels)
     if not kernels and name in ("lcnn", "rawnet2"):  # functorch has no batching rule for LSTM / GRU
         with pytest.raises(RuntimeError):
             one_pass(x, x_aug, y, loss64, contextlib.nullcontext)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dpda.train.one_pass import OnePassSplit
+from dpda.train.one_pass import OnePass
 from tests.devices import on_devices
 
 
@@ -91,7 +91,7 @@ def two_pass(model: nn.Module, x, x_aug, y):
 
 def one_pass(model: nn.Module, x, x_aug, y, kernels: bool = True, autocast=contextlib.nullcontext):
     params = [p for p in model.parameters() if p.requires_grad]
-    op = OnePassSplit(model, params, kernels=kernels)
+    op = OnePass(model, params, kernels=kernels)
     lo, la, rows = op(x, x_aug, y, ce, autocast)
     return rows, op.last_routed, (lo, la)
 

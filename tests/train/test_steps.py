@@ -33,6 +33,7 @@ def batch():
     ({"mode": "dual"}, DualPathStep, "none"),
     ({"mode": "dpda", "aligner": {"name": "gradvac"}}, DualPathStep, "gradvac"),
     ({"mode": "dpda", "engine_mode": "split", "one_pass": "on"}, DualPathStep, "pcgrad"),
+    ({"mode": "dpda", "one_pass": "on", "joint_one_pass": "batched_backward"}, DualPathStep, "pcgrad"),
 ])
 def test_build_step_is_the_mode_of_the_config(train, kind, aligner):
     step = build_step(run_config(**train), tiny_model(), weighted_cross_entropy())
@@ -41,6 +42,7 @@ def test_build_step_is_the_mode_of_the_config(train, kind, aligner):
         assert type(step.engine.aligner) is type(build_aligner(aligner))
         assert step.engine.mode == train.get("engine_mode", "joint")
         assert step.engine.one_pass is {"on": True}.get(train.get("one_pass", "auto"))
+        assert step.engine.joint_one_pass == train.get("joint_one_pass", "copies")
 
 
 def test_the_interface_cannot_be_used_unfinished():

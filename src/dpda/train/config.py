@@ -85,10 +85,12 @@ class AugmentConfig:
 class TrainConfig:
     mode: str = "dpda"  # single | dual | dpda
     engine_mode: str = "joint"  # joint | split
-    # both path gradients from one batched pass: split = ONE vmapped forward/backward (dpda.train.one_pass),
-    # joint = one backward batched over the two losses: auto (on CUDA, where a step is launch-bound; the
-    # unbatched passes on the CPU) | on | off; a model it cannot batch runs the unbatched passes
+    # both path gradients from one batched pass (dpda.train.one_pass): auto (on CUDA, where a step is
+    # launch-bound; the unbatched passes on the CPU) | on | off; a model it cannot batch runs the unbatched passes
     one_pass: str = "auto"
+    # joint mode's one pass: copies (one vmapped forward/backward over two copies of the joint batch: fewest
+    # operators, twice the activation memory) | batched_backward (one backward over the two losses)
+    joint_one_pass: str = "copies"
     aligner: AlignerConfig = field(default_factory=AlignerConfig)
     epochs: int = 100
     steps_per_epoch: Optional[int] = None  # cap: an epoch is the first N batches of its shuffled order (None: all)
@@ -124,6 +126,7 @@ _CHOICES = {
     "train.mode": ("single", "dual", "dpda"),
     "train.engine_mode": ("joint", "split"),
     "train.one_pass": ("auto", "on", "off"),
+    "train.joint_one_pass": ("copies", "batched_backward"),
     "train.monitor": ("dev_loss", "dev_eer"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.final_model": ("better", "average", "best"),
@@ -329,8 +332,12 @@ KEY_DOCS: Dict[str, Tuple[str, str]] = {
                                     "(e.g. `configs/augment.yaml`)"),
     "TrainConfig.mode": ("", "see \"Modes\""),
     "TrainConfig.engine_mode": ("", "`joint`: one forward pass over both paths; `split`: one per path (see \"Modes\")"),
-    "TrainConfig.one_pass": ("", "both path gradients from one batched pass (split: one vmapped forward/backward; "
-                                 "joint: one backward batched over the two losses); `auto` = on CUDA only"),
+    "TrainConfig.one_pass": ("", "both path gradients from one batched pass (one vmapped forward/backward; joint "
+                                 "mode: see `train.joint_one_pass`); `auto` = on CUDA only"),
+    "TrainConfig.joint_one_pass": ("", "joint mode's one pass: `copies` (one forward/backward over two copies of the "
+                                       "joint batch: fewest operators, twice the activation memory; falls back to "
+                                       "the next if it fails on the first step, e.g. out of memory) or "
+                                       "`batched_backward` (one backward batched over the two losses)"),
     "AlignerConfig.name": ("", "gradient aligner of `dpda` mode (`dpda.align`)"),
     "AlignerConfig.options": ("", "the aligner's constructor arguments"),
     "TrainConfig.epochs": ("epochs", "maximum number of epochs"),

@@ -30,11 +30,15 @@ Parameters that receive no gradient in either path (frozen by
 optimizer leaves them alone (weight decay included). A parameter used by one
 path only is merged as the aligner defines for non-shared entries.
 
-One-pass split (``one_pass``): in split mode the two paths can also run as
-ONE batched forward/backward (``torch.func.vmap`` over the two paths, each
-path with its own BatchNorm statistics and its own view of the parameters,
-so one backward pass yields both path gradients): see
-:mod:`dpda.train.one_pass` for what it supports and when it falls back.
+One pass (``one_pass``): the two path gradients can also come from ONE
+batched forward/backward (``torch.func.vmap`` over a path axis of size 2, each
+path with its own view of the parameters, so one backward pass yields both
+path gradients): in split mode each path has its own BatchNorm statistics; in
+joint mode (``joint_one_pass="copies"``) each path is a copy of the joint
+batch, scored by its own loss (twice the activation memory), or
+(``"batched_backward"``) one joint forward and one backward batched over the
+two loss cotangents. See :mod:`dpda.train.one_pass` for what it supports and
+when it falls back.
 
 Mixed precision: ``amp_dtype=torch.bfloat16`` or ``torch.float16`` runs the
 forward under autocast; float16 uses a :class:`~dpda.train.amp.LossScaler`:
@@ -68,7 +72,7 @@ import torch.nn.functional as F
 from dpda.align import Aligner, build_aligner
 from dpda.train.amp import LossScaler
 from dpda.train.grad_buffer import rng_state, set_rng_state, write_flat
-from dpda.train.one_pass import OnePassSplit, unsupported_reason
+from dpda.train.one_pass import OnePass, unsupported_reason
 from dpda.train.ranks import average_over_ranks, broadcast_from_rank0
 from dpda.train.step_stats import ConflictTracker, StepOutput  # noqa: F401 - ConflictTracker: re-exported
 
@@ -105,14 +109,18 @@ class DualPathEngine:
         amp_dtype: ``None``, ``torch.bfloat16`` or ``torch.float16`` (autocast).
         loss_scaler: float16 only; created automatically when needed.
         module_stats: also report the cosine per top-level module (``stats["module_cos"]``).
-        one_pass: split mode: both paths in one batched forward/backward
-            (:mod:`dpda.train.one_pass`); joint mode: both path gradients from one
-            batched backward over the two loss cotangents
-            (``torch.autograd.grad(..., is_grads_batched=True)``). ``None`` (default)
-            = on CUDA, where a step is launch-bound, off on the CPU, where the
-            unbatched passes are cheaper; ``True``/``False`` force it. Falls back to
-            the unbatched passes, with a warning, for a model it cannot batch
+        one_pass: both path gradients from one batched pass (:mod:`dpda.train.one_pass`).
+            ``None`` (default) = on CUDA, where a step is launch-bound, off on the
+            CPU, where the unbatched passes are cheaper; ``True``/``False`` force it.
+            Falls back, with a warning, for a model it cannot batch
             (``one_pass_fallback`` says why).
+        joint_one_pass: joint mode's one pass: ``"copies"`` (default; one vmapped
+            forward/backward over two copies of the joint batch: the fewest operators,
+            twice the activations; falls back to the next form if it fails, e.g. out of
+            memory, on the first step) or ``"batched_backward"`` (one joint forward, one
+            backward batched over the two loss cotangents,
+            ``torch.autograd.grad(..., is_grads_batched=True)``; falls back to two
+            backward passes).
     """
 
     def __init__(
@@ -125,9 +133,12 @@ class DualPathEngine:
         loss_scaler: Optional[LossScaler] = None,
         module_stats: bool = False,
         one_pass: Optional[bool] = None,
+        joint_one_pass: str = "copies",
     ) -> None:
         if mode not in ("joint", "split"):
             raise ValueError(f"mode must be 'joint' or 'split', got {mode!r}")
+        if joint_one_pass not in ("copies", "batched_backward"):
+            raise ValueError(f"joint_one_pass must be 'copies' or 'batched_backward', got {joint_one_pass!r}")
         if amp_dtype not in (None, torch.float16, torch.bfloat16):
             raise ValueError(f"amp_dtype must be None, torch.float16 or torch.bfloat16, got {amp_dtype}")
         self.model = model
@@ -154,18 +165,19 @@ class DualPathEngine:
         self._received: List[List[bool]] = [[False] * len(self.params) for _ in range(2)]
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.one_pass = one_pass
+        self.joint_one_pass = joint_one_pass
         #: why split mode runs two passes where one was asked for or tried (None: not applicable / in use)
         self.one_pass_fallback: Optional[str] = None
-        self._one_pass: Optional[OnePassSplit] = None
-        self._one_pass_worked = False
+        self._one_pass: Optional[OnePass] = None
+        self._worked = {"one_pass": False, "batched_backward": False}  # which batched forms have run a step
         self._zero_parts: Dict[Tuple[int, int], torch.Tensor] = {}  # write_flat's zeros of unused parameters
         self._joint_batched = mode == "joint" and one_pass is not False
-        if mode == "split" and one_pass is not False:
+        if one_pass is not False and (mode == "split" or joint_one_pass == "copies"):
             reason = unsupported_reason(model)
             if reason is None:
-                self._one_pass = OnePassSplit(model, self.params)
+                self._one_pass = OnePass(model, self.params, joint=mode == "joint")
             else:
-                self._fall_back(reason, warn=bool(one_pass))
+                self._fall_back("one_pass", reason, warn=bool(one_pass))
         broadcast_from_rank0(model)
 
     # ------------------------------------------------------------------ setup
@@ -187,21 +199,31 @@ class DualPathEngine:
             self._views = [self._buffer[0, a:b].view_as(p) for p, (a, b) in zip(self.params, self.offsets)]
         return self._buffer
 
-    def _fall_back(self, reason: str, warn: bool = True) -> None:
-        self._one_pass = None
-        self._joint_batched = False
+    def _fall_back(self, form: str, reason: str, warn: bool = True) -> None:
+        """Stop using the batched ``form`` ("one_pass" or "batched_backward") for good; joint mode's copies fall
+        back to the batched backward (if enabled), anything else to the unbatched passes."""
+        if form == "one_pass":
+            self._one_pass = None
+        else:
+            self._joint_batched = False
         self.one_pass_fallback = reason
         if warn:
-            what = "one-pass gradients" if self.mode == "split" else "the batched backward"
-            passes = "two passes" if self.mode == "split" else "two backward passes"
-            warnings.warn(f"{self.mode} mode: {what} not used ({reason}); running {passes}", stacklevel=3)
+            what = {"one_pass": "one-pass gradients", "batched_backward": "the batched backward"}[form]
+            if self.mode == "split":
+                then = "two passes"
+            elif form == "one_pass" and self._joint_batched:
+                then = "one backward batched over the two losses"
+            else:
+                then = "two backward passes"
+            warnings.warn(f"{self.mode} mode: {what} not used ({reason}); running {then}", stacklevel=3)
 
-    def _first_try_failed(self, error: Exception) -> None:
-        """A batched pass raised ``error``: after it has worked once that is a real error (re-raised); on the
-        first try it means the model cannot be batched, and the engine falls back for good."""
-        if self._one_pass_worked:
+    def _first_try_failed(self, form: str, error: Exception) -> None:
+        """The batched ``form`` raised ``error``: after it has worked once that is a real error (re-raised); on
+        the first try it means the model cannot be batched (or, e.g., does not fit in memory so), and the engine
+        falls back for good."""
+        if self._worked[form]:
             raise error
-        self._fall_back(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        self._fall_back(form, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
 
     def _use_one_pass(self, device: torch.device) -> bool:
         if self._one_pass is None and not self._joint_batched:
@@ -240,16 +262,18 @@ class DualPathEngine:
             raise ValueError(f"x {tuple(x.shape)}, x_aug {tuple(x_aug.shape)} and target {tuple(target.shape)} need the same batch size")
         buf = self._ensure_buffer()
         b = x.shape[0]
-        if self.mode == "joint":
+        if self._use_one_pass(x.device) and self._one_pass is not None and (
+                one_pass_losses := self._one_pass_rows(x, x_aug, target)):
+            loss_orig, loss_aug = one_pass_losses
+        elif self.mode == "joint":
             with self._autocast(x):
                 logits = model_logits(self.model(torch.cat([x, x_aug], dim=0)))
             loss_orig = self.loss_fn(logits[:b], target)
             loss_aug = self.loss_fn(logits[b:], target)
-            if not (self._use_one_pass(x.device) and self._joint_batched_backward(loss_orig, loss_aug)):
+            if not (self._joint_batched and self._use_one_pass(x.device)
+                    and self._joint_batched_backward(loss_orig, loss_aug)):
                 self._backward_into(loss_orig, 0, retain_graph=True)
                 self._backward_into(loss_aug, 1, retain_graph=False)
-        elif self._use_one_pass(x.device) and (one_pass_losses := self._one_pass_split(x, x_aug, target)):
-            loss_orig, loss_aug = one_pass_losses
         else:
             with self._autocast(x):
                 logits = model_logits(self.model(x))
@@ -279,32 +303,40 @@ class DualPathEngine:
                 warnings.filterwarnings("ignore", message=".*not yet implemented the batching rule.*")
                 grads = torch.autograd.grad(losses * scale if scale != 1.0 else losses, self.params,
                                             grad_outputs=cotangents, is_grads_batched=True, allow_unused=True,
-                                            retain_graph=not self._one_pass_worked)
+                                            retain_graph=not self._worked["batched_backward"])
         except Exception as e:  # noqa: BLE001 - any failure of the first try means "cannot batch this model"
-            self._first_try_failed(e)
+            self._first_try_failed("batched_backward", e)
             return False
-        self._one_pass_worked = True
+        self._worked["batched_backward"] = True
         received = [g is not None for g in grads]
         self._received = [received, list(received)]
         write_flat(buf, grads, self.params, self._zero_parts)
         return True
 
-    def _one_pass_split(
+    def _one_pass_rows(
         self, x: torch.Tensor, x_aug: torch.Tensor, target: torch.Tensor
     ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-        """Both split-mode rows of the buffer from one batched pass; returns the two path losses, or None if
-        the model cannot be batched (only ever on the first try: the random-number state is restored, and the
-        engine falls back)."""
+        """Both rows of the buffer from one batched forward/backward; returns the two path losses, or None if
+        the model cannot be batched (only ever on the first try: the random-number state and the model's buffers
+        (BatchNorm running statistics the failed forward may have updated) are restored, and the engine falls
+        back, so the run is the one that never tried)."""
         assert self._one_pass is not None and self._buffer is not None
         scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
-        rng = rng_state(x.device)
+        first = not self._worked["one_pass"]
+        if first:
+            rng = rng_state(x.device)
+            buffers = [b for b in self.model.buffers()]
+            saved = [b.clone() for b in buffers]
         try:
             loss_orig, loss_aug, rows = self._one_pass(x, x_aug, target, self.loss_fn, lambda: self._autocast(x), scale)
         except Exception as e:  # noqa: BLE001 - any failure of the first try means "cannot batch this model"
-            self._first_try_failed(e)
+            self._first_try_failed("one_pass", e)
             set_rng_state(x.device, rng)
+            with torch.no_grad():
+                for b, v in zip(buffers, saved):
+                    b.copy_(v)
             return None
-        self._one_pass_worked = True
+        self._worked["one_pass"] = True
         self._received = [[g is not None for g in row] for row in rows]
         for k in range(2):
             write_flat(self._buffer[k], rows[k], self.params, self._zero_parts)

@@ -1,4 +1,4 @@
-"""Split-mode dual-path gradients from ONE forward/backward pass (``torch.func.vmap`` over the paths).
+"""Dual-path gradients from ONE forward/backward pass (``torch.func.vmap`` over the paths).
 
 Split mode (:class:`~dpda.train.engine.DualPathEngine`, ``mode="split"``)
 defines each path's gradient as that of a separate forward/backward of its B
@@ -33,6 +33,23 @@ running mean/variance; after the forward pass the model's buffers receive
 what two sequential updates would give,
 ``r'' = r1 + (1 - m) (r0 - r)`` (``r0``, ``r1``: each path's update of ``r``,
 ``m`` the momentum; equal to ``(1 - m)((1 - m) r + m mu0) + m mu1``).
+
+Joint mode (``joint=True``): the two halves are two COPIES of the joint batch
+``[x; x_aug]`` (2B utterances each); half 0 is scored by the original path's
+loss (its first B logits), half 1 by the augmented path's (its last B). Each
+copy is the joint forward pass (BatchNorm statistics over all 2B utterances),
+so one backward pass of ``loss_orig(copy 0) + loss_aug(copy 1)`` gives each
+path's joint-mode gradient in its row, with the per-layer kernels: about the
+operators of ONE plain step, where the two backward passes of the joint engine
+(or one backward batched over the two loss cotangents, which functorch loops
+over for convolutions, norms and activations) cost 1.4-1.6x. The price is
+arithmetic and memory: every activation exists twice (the forward is computed
+for 4B utterances), which a launch-bound GPU step does not notice and a
+compute-bound one does. Dropout draws ONE mask for both copies
+(``randomness="same"``; per-half attention and recurrent layers replay the
+same random-number state), as the joint forward draws one; BatchNorm's
+running statistics are updated once, from copy 0, and ``num_batches_tracked``
+grows by 1.
 
 Not supported (the engine falls back to two passes and says why once):
 BatchNorm with ``momentum=None`` (cumulative average) or SyncBatchNorm;
@@ -71,17 +88,22 @@ def unsupported_reason(model: nn.Module) -> Optional[str]:
     return None
 
 
-class OnePassSplit:
-    """Computes both split-mode path gradients of ``model`` with one vmapped forward/backward.
+class OnePass:
+    """Computes both path gradients of ``model`` with one vmapped forward/backward.
 
     Args:
         model: the engine's model (maps (N, T) to logits (N, 2) or a tuple whose first item is).
         params: its trainable parameters, in the engine's order.
+        kernels: route the common layers to :mod:`dpda.train.path_kernels` (else functorch's generic rules).
+        joint: joint-mode gradients (the paths are copies of the joint batch, see the module docstring);
+            False: split mode.
     """
 
-    def __init__(self, model: nn.Module, params: Sequence[nn.Parameter], kernels: bool = True) -> None:
+    def __init__(self, model: nn.Module, params: Sequence[nn.Parameter], kernels: bool = True,
+                 joint: bool = False) -> None:
         self.model = model
         self.kernels = kernels
+        self.joint = joint
         self.last_routed: Dict[str, int] = {}  # layers the kernels ran in the last call, per function
         ids = {id(p): i for i, p in enumerate(params)}
         self.trainable: List[Tuple[str, int]] = []  # (name, index into params)
@@ -109,6 +131,7 @@ class OnePassSplit:
         forward's autocast context; ``scale``: the fp16 loss scale.
         """
         model = self.model
+        joint = self.joint
         stacked = [p.detach().unsqueeze(0).expand(2, *p.shape).requires_grad_() for p in self.params]
         trainable = {name: stacked[i] for name, i in self.trainable}
         named_params = dict(model.named_parameters())
@@ -130,16 +153,23 @@ class OnePassSplit:
             if not use_kernels:
                 out = functional_call(model, (weights, frozen, running, other_buffers), (waveforms,))
             else:
-                mode = PathKernels({id(weights[name]): aliases[i] for name, i in self.trainable})
+                mode = PathKernels({id(weights[name]): aliases[i] for name, i in self.trainable}, copies=joint)
                 with mode:
                     out = functional_call(model, (weights, frozen, running, other_buffers), (waveforms,))
                 self.last_routed = mode.routed
             return out[0] if isinstance(out, (tuple, list)) else out
 
+        if joint:
+            both = torch.cat([x, x_aug])
+            waveforms = both.unsqueeze(0).expand(2, *both.shape)
+        else:
+            waveforms = torch.stack([x, x_aug])
         with autocast():
-            logits = vmap(one_path, in_dims=(0, 0, 0), randomness="different")(trainable, per_path, torch.stack([x, x_aug]))
-        loss_orig = loss_fn(logits[0], target)
-        loss_aug = loss_fn(logits[1], target)
+            logits = vmap(one_path, in_dims=(0, 0, 0), randomness="same" if joint else "different")(
+                trainable, per_path, waveforms)
+        b = x.shape[0]
+        loss_orig = loss_fn(logits[0, :b] if joint else logits[0], target)
+        loss_aug = loss_fn(logits[1, b:] if joint else logits[1], target)
         total = loss_orig + loss_aug
         inputs = stacked + [leaf for quad in aliases for leaf in quad]
         grads = torch.autograd.grad(total * scale if scale != 1.0 else total, inputs, allow_unused=True)
@@ -185,14 +215,14 @@ class OnePassSplit:
 
     @torch.no_grad()
     def _count_bn_passes(self, counters: List[torch.Tensor], before: List[torch.Tensor]) -> None:
-        """A BatchNorm module that ran counted one batch (its own ``+= 1``); two passes count two."""
-        if counters:
+        """A BatchNorm module that ran counted one batch (its own ``+= 1``); two passes count two (joint: one)."""
+        if counters and not self.joint:
             torch._foreach_add_(counters, torch._foreach_sub(counters, before))
 
     @torch.no_grad()
     def _write_back_bn(self, names: List[str], tensors: List[torch.Tensor], stacked: List[torch.Tensor],
                        momenta: List[float]) -> None:
-        """Model buffers := two sequential updates (see the module docstring)."""
+        """Model buffers := two sequential updates (joint: copy 0's one update; see the module docstring)."""
         floats: List[Tuple[torch.Tensor, torch.Tensor, float]] = []
         counts: List[torch.Tensor] = []
         for name, t, s, m in zip(names, tensors, stacked, momenta):
@@ -200,11 +230,13 @@ class OnePassSplit:
                 counts.append(t)
             else:
                 floats.append((t, s, 1.0 - m))
-        if floats:
+        if floats and self.joint:
+            torch._foreach_copy_([t for t, _, _ in floats], [s[0] for _, s, _ in floats])
+        elif floats:
             r = [t for t, _, _ in floats]
             delta = torch._foreach_sub([s[0] for _, s, _ in floats], r)  # r0 - r
             torch._foreach_mul_(delta, [k for _, _, k in floats])
             torch._foreach_add_(delta, [s[1] for _, s, _ in floats])  # r1 + (1 - m)(r0 - r)
             torch._foreach_copy_(r, delta)
         if counts:
-            torch._foreach_add_(counts, 2)
+            torch._foreach_add_(counts, 1 if self.joint else 2)

@@ -1,6 +1,6 @@
 """Per-layer kernels of the one-pass split: each layer dispatched once for both paths.
 
-Inside :class:`~dpda.train.one_pass.OnePassSplit`'s ``vmap`` over the two
+Inside :class:`~dpda.train.one_pass.OnePass`'s ``vmap`` over the two
 paths, functorch batches a layer whose weight is a ``(2, *shape)`` expanded view
 with generic rules: a linear layer becomes a copy of its input plus a ``bmm``,
 a BatchNorm a dozen operators (moving the path axis into the channels and
@@ -65,6 +65,7 @@ from torch._C._functorch import is_batchedtensor
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
+from dpda.train.grad_buffer import rng_state, set_rng_state
 from dpda.train.path_layers import (
     Aliases,
     _BatchNormTrain,
@@ -111,15 +112,34 @@ def _vmapped(kernel: type) -> type:
     return Entry
 
 
+def _same_draws(calls: Sequence[Callable[[], Any]], device: torch.device) -> List[Any]:
+    """Runs ``calls`` from the same random-number state (the halves are copies of one batch and must draw the
+    same dropout masks, as the single forward they stand for does); the state afterwards is the first's."""
+    start = rng_state(device)
+    outs = [calls[0]()]
+    after = rng_state(device)
+    for call in calls[1:]:
+        set_rng_state(device, start)
+        outs.append(call())
+    set_rng_state(device, after)
+    return outs
+
+
 class _Attention:
     """Scaled dot-product attention has no parameters and treats utterances independently: one call on the
-    ``(2B, ...)`` batch (functorch has no batching rule for some of its kernels and would loop over the paths)."""
+    ``(2B, ...)`` batch (functorch has no batching rule for some of its kernels and would loop over the paths).
+    With dropout on copies (``same_draws``): one call per half, both from the same random-number state."""
 
     @staticmethod
-    def apply(q, k, v, attn_mask, dropout_p, is_causal, scale):
-        out = F.scaled_dot_product_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), attn_mask=attn_mask,
-                                             dropout_p=dropout_p, is_causal=is_causal, scale=scale)
-        return out.unflatten(0, q.shape[:2])
+    def apply(q, k, v, attn_mask, dropout_p, is_causal, scale, same_draws=False):
+        def attend(q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                                  is_causal=is_causal, scale=scale)
+
+        if same_draws and dropout_p > 0:  # unbind: one stack in the backward pass (indexing: a copy per half)
+            halves = list(zip(q.unbind(0), k.unbind(0), v.unbind(0)))
+            return torch.stack(_same_draws([lambda h=h: attend(*halves[h]) for h in range(2)], q.device))
+        return attend(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)).unflatten(0, q.shape[:2])
 
 
 class _VAttention(_VmapOnly):
@@ -136,20 +156,23 @@ class _VAttention(_VmapOnly):
 class _RecurrentPerHalf:
     """LSTM / GRU (``torch._VF.lstm`` / ``gru``, what ``nn.LSTM`` / ``nn.GRU`` call): functorch has no batching
     rule for them, so each half runs its own call with its own leaf weights (two calls instead of the whole
-    model's two passes); the outputs are stacked back into the path axis."""
+    model's two passes); the outputs are stacked back into the path axis. ``same_draws``: both halves from the
+    same random-number state (inter-layer dropout of copies)."""
 
     @staticmethod
-    def apply(x, fn, hx, params0, params1, *flags):
-        outs = [fn(x[h], hx, params, *flags) for h, params in enumerate((params0, params1))]
+    def apply(x, fn, hx, params0, params1, same_draws, *flags):
+        xs = x.unbind(0)  # one stack in the backward pass (indexing: a copy per half)
+        calls = [lambda h=h, params=params: fn(xs[h], hx, params, *flags) for h, params in enumerate((params0, params1))]
+        outs = _same_draws(calls, x.device) if same_draws else [call() for call in calls]
         return torch.utils._pytree.tree_map(lambda a, b: torch.stack([a, b]), outs[0], outs[1])
 
 
 class _VRecurrent(_VmapOnly):
     @staticmethod
-    def vmap(info, in_dims, x, fn, hx, params0, params1, *flags):
+    def vmap(info, in_dims, x, fn, hx, params0, params1, same_draws, *flags):
         if any(d is not None for d in tree_leaves((in_dims[2:]))):
             raise RuntimeError("dpda.train.path_kernels: only the recurrent layer's input may be batched")
-        out = _RecurrentPerHalf.apply(x.movedim(in_dims[0], 0), fn, hx, params0, params1, *flags)
+        out = _RecurrentPerHalf.apply(x.movedim(in_dims[0], 0), fn, hx, params0, params1, same_draws, *flags)
         return out, torch.utils._pytree.tree_map(lambda _: 0, out)
 
 
@@ -188,11 +211,15 @@ class PathKernels(TorchFunctionMode):
     Args:
         aliases: ``id(batched weight) -> leaf_aliases(...)[i]``: for every trainable parameter, the batched
             tensor the model sees inside the vmap and the leaf aliases whose gradients the kernels return.
+        copies: the two halves are copies of one batch (joint mode, :class:`~dpda.train.one_pass.OnePass`):
+            BatchNorm updates its running statistics once (half 0's), and the random draws of the layers that
+            run per half (attention with dropout, recurrent layers) are the same in both halves.
     """
 
-    def __init__(self, aliases: Dict[int, Aliases]) -> None:
+    def __init__(self, aliases: Dict[int, Aliases], copies: bool = False) -> None:
         super().__init__()
         self.aliases = aliases
+        self.copies = copies
         self.routed: Dict[str, int] = {}
         self._handlers: Dict[Callable, Callable] = {
             F.linear: self._linear, F.conv1d: self._conv, F.conv2d: self._conv,
@@ -285,7 +312,7 @@ class PathKernels(TorchFunctionMode):
         affine = [None, None, None, None] if weight is None and bias is None else self._affine(weight, bias)
         if affine is None:
             return NotImplemented
-        return _VBatchNormTrain.apply(input, *affine, running_mean, running_var, momentum, eps)
+        return _VBatchNormTrain.apply(input, *affine, running_mean, running_var, momentum, eps, not self.copies)
 
     def _recurrent(self, fn: Callable) -> Callable:
         def route(input, hx, params, *flags):
@@ -301,7 +328,7 @@ class PathKernels(TorchFunctionMode):
                     return NotImplemented
                 for h in range(2):
                     halves[h].append(aliases[h] if aliases is not None else p)
-            return _VRecurrent.apply(input, fn, hx, halves[0], halves[1], *flags)
+            return _VRecurrent.apply(input, fn, hx, halves[0], halves[1], self.copies, *flags)
         return route
 
     def _attention(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -312,7 +339,7 @@ class PathKernels(TorchFunctionMode):
             return NotImplemented  # a mask with an utterance axis would not broadcast over 2B
         if enable_gqa:
             return NotImplemented
-        return _VAttention.apply(query, key, value, attn_mask, dropout_p, is_causal, scale)
+        return _VAttention.apply(query, key, value, attn_mask, dropout_p, is_causal, scale, self.copies)
 
 
 def leaf_aliases(params: Sequence[torch.Tensor]) -> List[Aliases]:

@@ -207,16 +207,18 @@ class _PerSampleNorm(torch.autograd.Function):
 
 class _BatchNormTrain(torch.autograd.Function):
     """BatchNorm in training mode with each half's own batch statistics; running statistics (if any) are
-    updated by half 0, then by half 1 (what two passes do)."""
+    updated by half 0, then by half 1 (what two passes do), or by half 0 only (``update_both`` false: the
+    halves are two copies of one batch, see :class:`~dpda.train.one_pass.OnePass`)."""
 
     @staticmethod
-    def forward(ctx, x, w0, w1, b0, b1, running_mean, running_var, momentum, eps):
+    def forward(ctx, x, w0, w1, b0, b1, running_mean, running_var, momentum, eps, update_both=True):
         y = x.new_empty(x.shape)
         c = x.shape[2]
         save_mean = x.new_empty(2, c, dtype=torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype)
         save_invstd = torch.empty_like(save_mean)
         for h in range(2):
-            aten.native_batch_norm.out(x[h], w0, b0, running_mean, running_var, True, momentum, eps,
+            running = (running_mean, running_var) if h == 0 or update_both else (None, None)
+            aten.native_batch_norm.out(x[h], w0, b0, *running, True, momentum, eps,
                                        out=y[h], save_mean=save_mean[h], save_invstd=save_invstd[h])
         ctx.eps = eps
         ctx.save_for_backward(x, w0, save_mean, save_invstd)
@@ -230,4 +232,4 @@ class _BatchNormTrain(torch.autograd.Function):
         per = [aten.native_batch_norm_backward(g[h], x[h], w, None, None, save_mean[h], save_invstd[h], True,
                                                ctx.eps, mask) for h in range(2)]
         gx = torch.stack([per[0][0], per[1][0]]) if mask[0] else None
-        return gx, per[0][1], per[1][1], per[0][2], per[1][2], None, None, None, None
+        return gx, per[0][1], per[1][1], per[0][2], per[1][2], None, None, None, None, None

@@ -196,7 +196,7 @@ def build_step(cfg: RunConfig, model: nn.Module, loss_fn: LossFn) -> GradientSte
         return SinglePathStep(model, loss_fn, amp_dtype, grad_clip=t.grad_clip)
     aligner = build_aligner("none") if t.mode == "dual" else build_aligner(t.aligner.name, **t.aligner.options)
     engine = DualPathEngine(model, aligner, loss_fn, mode=t.engine_mode, amp_dtype=amp_dtype,
-                            one_pass=ONE_PASS[t.one_pass])
+                            one_pass=ONE_PASS[t.one_pass], joint_one_pass=t.joint_one_pass)
     return DualPathStep(engine, grad_clip=t.grad_clip)
 
 
