@@ -286,3 +286,70 @@ def test_recurrent_layers_run_once_per_half(device, kind):
     rows, routed, _ = one_pass(copy.deepcopy(model), x, x_aug, y)
     assert routed == {kind[:kind.index("_")]: 1, "linear": 1}
     assert_rows_equal(rows, ref, model)
+
+
+# -- copies (joint mode): the two halves are the joint batch twice, each scored by its path's loss --------------
+
+
+def joint_reference(model: nn.Module, x, x_aug, y):
+    """Joint mode's path gradients: one forward of ``[x; x_aug]``, one gradient per path loss."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    logits = model(torch.cat([x, x_aug]))
+    b = x.shape[0]
+    first = torch.autograd.grad(ce(logits[:b], y), params, retain_graph=True, allow_unused=True)
+    return [first, torch.autograd.grad(ce(logits[b:], y), params, allow_unused=True)], logits
+
+
+def copies_pass(model: nn.Module, x, x_aug, y):
+    params = [p for p in model.parameters() if p.requires_grad]
+    op = OnePass(model, params, joint=True)
+    lo, la, rows = op(x, x_aug, y, ce, contextlib.nullcontext)
+    return rows, op.last_routed, (lo, la)
+
+
+@on_devices
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_layer_gives_each_path_its_joint_gradient_from_copies(device, case):
+    torch.manual_seed(0)
+    model = CASES[case]().double().to(device).train()
+    x, x_aug, y = data(device)
+    ref_model, one_model = copy.deepcopy(model), copy.deepcopy(model)
+    ref, logits = joint_reference(ref_model, x, x_aug, y)
+    rows, routed, (lo, la) = copies_pass(one_model, x, x_aug, y)
+    assert routed == ROUTED[case]
+    assert_rows_equal(rows, ref, model)
+    torch.testing.assert_close(lo, ce(logits[:3], y), rtol=1e-12, atol=0)
+    torch.testing.assert_close(la, ce(logits[3:], y), rtol=1e-12, atol=0)
+    want, got = buffers(ref_model), buffers(one_model)
+    assert want.keys() == got.keys()
+    for k in want:  # running mean / var after ONE joint update; num_batches_tracked + 1
+        torch.testing.assert_close(got[k], want[k], rtol=1e-12, atol=1e-14, msg=k)
+
+
+class DropoutAttention(Attention):
+    def forward(self, x):  # (N, T, 8)
+        q, k, v = self.qkv(x).view(x.shape[0], x.shape[1], 3, 2, 4).permute(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=0.4).transpose(1, 2).flatten(2).transpose(1, 2)
+
+
+@on_devices
+@pytest.mark.parametrize("kind", ["attention", "lstm_two_layers", "dropout"])
+def test_copies_draw_the_joint_forwards_random_numbers_once_for_both(device, kind):
+    """Attention dropout and inter-layer RNN dropout (run per half, from the same random-number state) and a
+    plain dropout (vmap's ``randomness="same"``): both copies use the mask the joint forward draws from the same
+    state, so each path gets its joint gradient, and the stream is left where the joint forward leaves it."""
+    torch.manual_seed(0)
+    layer = {"attention": lambda: DropoutAttention(),
+             "lstm_two_layers": lambda: Recurrent(nn.LSTM(8, 8, num_layers=2, dropout=0.5, batch_first=True)),
+             "dropout": lambda: Tokens(nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5)))}[kind]()
+    model = Net(layer, tokens(8), 8).double().to(device).train()
+    x, x_aug, y = data(device)
+    results = []
+    for run in (joint_reference, copies_pass):
+        torch.manual_seed(7)
+        if device == "cuda":
+            torch.cuda.manual_seed(7)
+        rows = run(copy.deepcopy(model), x, x_aug, y)[0]
+        results.append((rows, torch.rand(4, device=device)))
+    assert_rows_equal(results[1][0], results[0][0], model)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=0, atol=0)
