@@ -21,19 +21,35 @@ Usage::
     python bench/dpda_ops.py                        # AASIST-L, tiny XLS-R + TCM / AASIST, B = 2, 1 s
     python bench/dpda_ops.py --ssl-size full --models xlsr_conformer_tcm,xlsr_aasist   # XLS-R 300M
     python bench/dpda_ops.py --json-out ops.json    # every count, per operator too
+    python bench/dpda_ops.py --fused-attention      # attention as CUDA launches it (see below)
+
+Attention with dropout: on CUDA ``F.scaled_dot_product_attention`` is one
+fused kernel forward and one backward, with or without dropout; on the CPU
+with dropout it runs the math formulation, about a dozen operators each way,
+so the CPU count weighs every attention call more than a GPU does
+(``--attention-dropout 0`` sets the attention dropout of every attention
+layer to 0 in every procedure, which the CPU also runs as one fused kernel
+each way). The joint one pass over copies runs an attention layer with
+dropout once per copy (both from the same random-number state, so both draw
+the joint forward's mask), which ``--attention-dropout 0`` would hide:
+``--fused-attention`` counts attention as CUDA launches it, dropout 0 (the
+fused CPU kernel) but the copies' attention still run once per copy, as they
+do with dropout.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import copy
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Counter, Dict, List
+from typing import Any, Callable, Counter, Dict, Iterator, List
 
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -73,6 +89,41 @@ def count_operators(step: Callable[[], Any]) -> Counter[str]:
     with counter:
         step()
     return counter.counts
+
+
+def set_attention_dropout(model: torch.nn.Module, p: float) -> int:
+    """Sets the attention-probability dropout of every attention layer of ``model`` to ``p`` (dpda's Conformer
+    ``attn_dropout``, the XLS-R front-end's ``Wav2Vec2Attention.dropout``); returns how many layers it set."""
+    n = 0
+    for module in model.modules():
+        for attr in ("attn_dropout", "dropout"):
+            if isinstance(getattr(module, attr, None), float) and type(module).__name__.endswith("Attention"):
+                setattr(module, attr, float(p))
+                n += 1
+    return n
+
+
+@contextlib.contextmanager
+def per_copy_attention() -> Iterator[None]:
+    """Within: the one pass over copies runs attention once per copy (what it does for attention WITH
+    dropout) even where the model's attention dropout is 0, so that each call is the CPU's fused kernel."""
+    from dpda.train import path_kernels
+
+    original = path_kernels._Attention.apply
+
+    def apply(q, k, v, attn_mask, dropout_p, is_causal, scale, same_draws=False):
+        if not same_draws:
+            return original(q, k, v, attn_mask, dropout_p, is_causal, scale, same_draws)
+        halves = list(zip(q.unbind(0), k.unbind(0), v.unbind(0)))  # as _Attention's per-copy branch, dropout 0
+        calls = [lambda h=h: F.scaled_dot_product_attention(*halves[h], attn_mask=attn_mask, dropout_p=dropout_p,
+                                                            is_causal=is_causal, scale=scale) for h in range(2)]
+        return torch.stack(path_kernels._same_draws(calls, q.device))
+
+    path_kernels._Attention.apply = staticmethod(apply)
+    try:
+        yield
+    finally:
+        path_kernels._Attention.apply = original
 
 
 def count_model(name: str, model: torch.nn.Module, procs: List[str], batch: int, samples: int) -> Dict[str, Any]:
@@ -115,7 +166,13 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=16000, help="samples per utterance (default 16000)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json-out", metavar="PATH")
+    ap.add_argument("--attention-dropout", type=float, metavar="P",
+                    help="set every attention layer's dropout to P (default: the model's; see the module docstring)")
+    ap.add_argument("--fused-attention", action="store_true",
+                    help="count attention as CUDA launches it (see the module docstring)")
     args = ap.parse_args(argv)
+    if args.fused_attention:
+        args.attention_dropout = 0.0
     bad = [k for k in args.procs if k not in PROCEDURES]
     if bad:
         ap.error(f"unknown procedure: {', '.join(bad)}")
@@ -125,7 +182,10 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         model = build_model(name, **model_config(name, args.ssl_size))
         label = f"{name} ({args.ssl_size})" if name.startswith("xlsr") else name
-        results.append(count_model(label, model, args.procs, args.batch, args.samples))
+        if args.attention_dropout is not None and set_attention_dropout(model, args.attention_dropout):
+            label += ", fused attn" if args.fused_attention else f", attn p={args.attention_dropout:g}"
+        with per_copy_attention() if args.fused_attention else contextlib.nullcontext():
+            results.append(count_model(label, model, args.procs, args.batch, args.samples))
     procs = list(results[0]["operators"])
     print(f"operators dispatched per step (ratio to plain), B = {args.batch} per path, {args.samples} samples, "
           f"torch {torch.__version__}")

@@ -74,8 +74,8 @@ def test_smoke_run_on_cpu_runs_every_stage(tmp_path):
         ("xlsr_conformer_tcm", "bf16"), ("xlsr_conformer_tcm", "none"),
         ("xlsr_aasist", "bf16"), ("xlsr_aasist", "none")]
     for r in bench["results"]:
-        assert set(r["ratio_to_plain"]) == {"plain", "public", "dual_joint", "dual_joint_1pass", "dual_split", "dual_split_1pass", "joint",
-                                             "joint_1pass", "split", "split_1pass"}
+        assert set(r["ratio_to_plain"]) == {"plain", "public", "dual_joint", "dual_joint_1pass", "dual_joint_bbwd", "dual_split",
+                                             "dual_split_1pass", "joint", "joint_1pass", "joint_bbwd", "split", "split_1pass"}
         assert r["batch_per_path"] == 2 and r["samples"] == 4000
         assert all(v > 0 for v in r["median_s"].values()) and all(v > 0 for v in r["peak_bytes"].values())
     for mode in ("single", "dual", "dpda_joint", "dpda_split"):

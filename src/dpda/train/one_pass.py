@@ -47,9 +47,12 @@ arithmetic and memory: every activation exists twice (the forward is computed
 for 4B utterances), which a launch-bound GPU step does not notice and a
 compute-bound one does. Dropout draws ONE mask for both copies
 (``randomness="same"``; per-half attention and recurrent layers replay the
-same random-number state), as the joint forward draws one; BatchNorm's
-running statistics are updated once, from copy 0, and ``num_batches_tracked``
-grows by 1.
+same random-number state), as the joint forward draws one, from the same
+random numbers (but functorch lays a "same" mask out in logical order, so
+where the dropout input is strided, e.g. transposed in AASIST, the mask
+differs from the unbatched forward's and a run is not bit-identical to the
+two-backward run); BatchNorm's running statistics are updated once, from
+copy 0, and ``num_batches_tracked`` grows by 1.
 
 Not supported (the engine falls back to two passes and says why once):
 BatchNorm with ``momentum=None`` (cumulative average) or SyncBatchNorm;
