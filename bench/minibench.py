@@ -6,7 +6,8 @@ as a ``dpda train`` subprocess, scores the ``eval`` and ``ood_dev`` splits
 with the final model (whole utterances: mean logit over 2-s windows), and
 collects one table.
 
-Resumable at every level: a cell with ``result.json`` is skipped; a cell whose
+Resumable at every level, and across checkouts: a cell that is archived (see
+below) or has ``result.json`` in its run folder is finished and skipped; a cell whose
 training was interrupted continues with ``dpda train --resume`` from its last
 checkpoint (``--checkpoint-every`` steps, default 100, and every epoch end);
 scoring continues from its ``.partial`` file. Rerunning the same command after
@@ -30,13 +31,24 @@ given) and ``tuned`` (rows chosen on dev among candidate methods: ``{name, label
 by: final_dev_eer}``; the candidate with the lowest mean dev metric over seeds is reported under
 that name; the test splits play no part in the choice).
 
-Layout under ``--out`` (default: the grid's ``out``, else ``runs/minibench``)::
+Layout under ``--out`` (default: the grid's ``out``, else ``runs/minibench``; not tracked)::
 
     OUT/<method>/seed<k>.yaml          the cell's config (base + overrides)
     OUT/<method>/seed<k>/              the dpda run directory (config.yaml, metrics.jsonl, model.pt, ...)
     OUT/<method>/seed<k>/scores/eval.txt, ood_dev.txt   per-utterance scores (``dpda evaluate`` input)
     OUT/<method>/seed<k>/result.json   what the table is built from
     OUT/results.json, OUT/results.md   the collected table (results_<section>.* for --section)
+
+The results archive (``--archive``, default ``docs/results``; tracked): every cell is archived as
+soon as it finishes, into ``ARCHIVE/<name of OUT>/<method>/seed<k>/`` (``cell.json`` and the gzipped
+score files; the layout is in ``bench/minibench_archive.py``). The tables, plots and paired
+statistics read an archived cell from there, so a fresh clone rebuilds them without ``runs/`` and
+without training. An archived cell whose config (base + overrides + ``--set``) differs from the
+command's stops the command, naming the settings. ``--retrain`` ignores the archive: the cells are
+trained again into OUT, the tables are built from those runs, and every cell that has both says
+whether the rerun agrees with the archived run (EERs, best epoch; the CPU of each); the report file
+is then left alone unless ``--report`` is given. ``--archive-only`` archives the finished runs of
+OUT that are not archived yet and trains nothing.
 
 With ``--report docs/RESULTS.md`` (the default) the generated part of that file
 (between ``<!-- minibench:begin -->`` and ``<!-- minibench:end -->``) is
@@ -50,6 +62,7 @@ Usage (from the repository root, ``../shared/minibench`` beside it)::
     .venv/bin/python bench/minibench.py                  # the whole grid (about an hour on 2 CPU cores)
     .venv/bin/python bench/minibench.py --seeds 1 --methods dual pcgrad --set train.epochs=2
     .venv/bin/python bench/minibench.py --grid configs/minibench/grid_converge.yaml --section converge --status
+    .venv/bin/python bench/minibench.py --retrain --seeds 1      # rerun seed 1, compare with the archive
 """
 
 from __future__ import annotations
@@ -71,6 +84,9 @@ import yaml
 
 from dpda.config import apply_overrides, dump_yaml
 from dpda.fileio import atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from minibench_archive import ArchiveError, CellStore, epoch_records, record_provenance  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SPLITS = ("eval", "ood_dev")
@@ -137,20 +153,19 @@ def load_grid(path: Path) -> Dict[str, Any]:
 TUNE_BY = ("final_dev_eer", "final_dev_loss")
 
 
-def _dev_metric(out: Path, result: Dict[str, Any], by: str) -> Optional[float]:
-    value = result.get(by)
-    if value is None:  # results written before the field existed: the run's summary has it
-        path = out / result["method"] / f"seed{result['seed']}" / "summary.json"
-        value = json.loads(path.read_text()).get(by) if path.exists() else None
-    return None if value is None else float(value)
+def as_store(out: Any) -> CellStore:
+    """``out`` itself when it is a :class:`CellStore`, else a store of the run folder ``out`` alone (no archive)."""
+    return out if isinstance(out, CellStore) else CellStore(Path(out))
 
 
-def add_tuned(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]], out: Path) -> List[Dict[str, Any]]:
+def add_tuned(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]], out: Any) -> List[Dict[str, Any]]:
     """Rows chosen on dev among candidate methods (``tuned:`` in the grid): added to ``results``; returns their methods.
 
     A tuned row is the candidate with the lowest mean dev metric over the seeds that every
-    candidate has finished; its test numbers are that candidate's, on those seeds.
+    candidate has finished; its test numbers are that candidate's, on those seeds. ``out``: the
+    :class:`CellStore` (or run folder) the results came from.
     """
+    store = as_store(out)
     added = []
     for t in grid.get("tuned") or []:
         by = t.get("by", "final_dev_eer")
@@ -160,7 +175,7 @@ def add_tuned(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]], ou
             continue
         score = {}
         for c in t["candidates"]:
-            values = [_dev_metric(out, runs[c][s], by) for s in seeds]
+            values = [store.dev_metric(runs[c][s], by) for s in seeds]
             if any(v is None for v in values):
                 break
             score[c] = statistics.fmean(values)
@@ -249,29 +264,59 @@ def score_cell(run_dir: Path, minibench: Path) -> Dict[str, Any]:
     return out
 
 
-def epoch_records(run_dir: Path) -> List[Dict[str, Any]]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    by_epoch: Dict[int, Dict[str, Any]] = {}
-    for r in records:
-        if r.get("type") == "epoch":
-            by_epoch[r["epoch"]] = r  # a resumed run may repeat an epoch's record; the last one counts
-    return [by_epoch[e] for e in sorted(by_epoch)]
+def _trained_config(store: CellStore, name: str, seed: int, cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The config the cell's run was trained with (its ``seed<k>.yaml``), else ``cfg``."""
+    path = store.out / name / f"seed{seed}.yaml"
+    return yaml.safe_load(path.read_text()) if path.exists() else cfg
 
 
-def run_cell(grid_name: str, method: Dict[str, Any], seed: int, base: Dict[str, Any], minibench: Path, out: Path,
+def archive_cell(store: CellStore, name: str, seed: int, cfg: Dict[str, Any], minibench: Path) -> Optional[Path]:
+    """Archive the finished run of a cell unless it is archived already (or there is no archive); returns where."""
+    if store.archive is None or store.in_archive(name, seed):
+        return None
+    dest = store.archive_run(name, seed, cell_config=_trained_config(store, name, seed, cfg), minibench=minibench,
+                             repo=REPO)
+    log(f"  archived {name} seed {seed} in {dest}")
+    return dest
+
+
+def check_archived_config(store: CellStore, name: str, seed: int, cfg: Dict[str, Any], minibench: Path) -> None:
+    """Stop when the archived cell was made with another config than this command would use."""
+    diff = store.config_difference(name, seed, yaml.safe_load(dump_yaml(cfg)), minibench, REPO)
+    if diff:
+        shown = "; ".join(diff[:8]) + (f"; ... ({len(diff) - 8} more)" if len(diff) > 8 else "")
+        raise ArchiveError(
+            f"{store.archive_dir(name, seed)}: archived with another config than this command's ({shown}); for a "
+            f"variant give another --out, or --retrain to train it into {store.out} and compare with the archive")
+
+
+def run_cell(grid_name: str, method: Dict[str, Any], seed: int, base: Dict[str, Any], minibench: Path, out: Any,
              extra: Sequence[str]) -> Dict[str, Any]:
-    cell_dir = out / method["name"]
+    """One finished cell's result: read (archived or in the run folder), else trained, scored and archived.
+
+    ``out``: the :class:`CellStore` of the grid (or its run folder, without an archive).
+    """
+    store = as_store(out)
+    name = method["name"]
+    cell_dir = store.out / name
     run_dir = cell_dir / f"seed{seed}"
     result_path = run_dir / "result.json"
-    if result_path.exists():
-        log(f"[{grid_name}] {method['name']} seed {seed}: finished earlier, skipped")
-        return json.loads(result_path.read_text())
-    log(f"[{grid_name}] {method['name']} seed {seed}: training")
+    cfg = cell_config(base, method, seed, minibench, extra)
+    where = store.source(name, seed)
+    if where == "archive":
+        check_archived_config(store, name, seed, cfg, minibench)
+        log(f"[{grid_name}] {name} seed {seed}: finished earlier, skipped (archived: {store.archive_dir(name, seed)})")
+        return store.result(name, seed)
+    if where == "runs":
+        log(f"[{grid_name}] {name} seed {seed}: finished earlier, skipped")
+        archive_cell(store, name, seed, cfg, minibench)
+        return store.result(name, seed)
+    log(f"[{grid_name}] {name} seed {seed}: training")
     cell_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(exist_ok=True)
     cfg_path = cell_dir / f"seed{seed}.yaml"
-    cfg = cell_config(base, method, seed, minibench, extra)
     cfg_path.write_text(dump_yaml(cfg))
+    record_provenance(run_dir, REPO)  # commit and CPU when the cell starts (kept across resumes)
     train_cell(cfg_path, run_dir)
     log(f"[{grid_name}] {method['name']} seed {seed}: scoring eval and ood_dev")
     scores = score_cell(run_dir, minibench)
@@ -294,6 +339,7 @@ def run_cell(grid_name: str, method: Dict[str, Any], seed: int, base: Dict[str, 
     log(f"[{grid_name}] {method['name']} seed {seed}: EER eval {result['eer']['eval']:.2f}%  "
         f"ood_dev {result['eer']['ood_dev']:.2f}%  best epoch {result['best_epoch']}/{result['epochs_run']}  "
         f"train {result['train_wall_s']:.0f} s")
+    archive_cell(store, name, seed, cfg, minibench)
     return result
 
 
@@ -308,22 +354,24 @@ def _split_key(minibench: Path, split: str) -> Dict[str, Any]:
     return {"manifest": manifest, "bona": labels == "bonafide", "spoof": labels == "spoof", "attacks": attacks}
 
 
-def _run_scores(out: Path, method: str, seed: int, split: str, key: Dict[str, Any]) -> Optional[np.ndarray]:
-    """A run's scores of ``split`` aligned with the key (None when its score file is not there)."""
-    from dpda.evaluation import join_scores, read_scores
+def _run_scores(out: Any, method: str, seed: int, split: str, key: Dict[str, Any]) -> Optional[np.ndarray]:
+    """A run's scores of ``split`` (archived, else its score file) aligned with the key (None when it has none)."""
+    from dpda.evaluation import join_scores
 
-    path = out / method / f"seed{seed}" / "scores" / f"{split}.txt"
-    if not path.exists():
+    got = as_store(out).scores(method, seed, split)
+    if got is None:
         return None
-    return join_scores(key["manifest"], read_scores(path), scores_path=path).scores
+    scores, path = got
+    return join_scores(key["manifest"], scores, scores_path=path).scores
 
 
-def paired_stats(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]], out: Path, minibench: Path,
+def paired_stats(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]], out: Any, minibench: Path,
                  n_boot: int = 2000, n_boot_attack: int = 1000, boot_seed: int = 0) -> Dict[str, Any]:
     """Every method against the baseline, per split and per attack: :func:`dpda.evaluation.paired.compare`.
 
     Paired over the seeds both have; from the score files (hierarchical bootstrap over seeds and test
     trials) when every run has them, else from the per-seed EERs (a bootstrap over seeds only, flagged).
+    ``out``: the :class:`CellStore` (or run folder) the score files are read from.
     """
     from dpda.evaluation.paired import Trials, compare, compare_eers
 
@@ -550,6 +598,33 @@ def markdown(summary: Dict[str, Any], figures: Optional[str], prefix: str = "min
     return "\n".join(lines) + "\n"
 
 
+def agreement(store: CellStore, cells: Sequence[tuple]) -> List[Dict[str, Any]]:
+    """The cells of ``cells`` ((seed, method) pairs) with an archived run and one in the run folder, side by side."""
+    return [a for seed, m in cells for a in [store.agreement(m, seed)] if a is not None]
+
+
+def _eers(r: Dict[str, Any]) -> str:
+    return (f"{r['eer']['eval']:.2f} / {r['eer']['ood_dev']:.2f}, best epoch {r['best_epoch']} of "
+            f"{r['epochs_run']}")
+
+
+def agreement_markdown(rows: Sequence[Dict[str, Any]], archive: Path) -> str:
+    """The rerun-against-archive table: eval / ood_dev EER and best epoch of each, and the CPUs they ran on."""
+    same = sum(r["identical"] for r in rows)
+    shown = os.path.relpath(archive, REPO) if archive.is_relative_to(REPO) else str(archive)
+    lines = [f"### Reruns against the archive (`{shown}`)", "",
+             f"{len(rows)} cell(s) have both; {same} identical (EERs, best epoch, epochs run), "
+             f"{len(rows) - same} differ.", "",
+             "| cell | archived: eval / ood_dev EER (%) | rerun: eval / ood_dev EER (%) | eval difference | agree "
+             "| archived on | rerun on |",
+             "|---|---|---|---:|---|---|---|"]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            f"{r['method']} seed {r['seed']}", _eers(r["archived"]), _eers(r["runs"]), f"{r['eval_diff']:+.2f}",
+            "identical" if r["identical"] else "**differs**", r["archived_cpu"] or "?", r["runs_cpu"] or "?"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]], out_dir: Path, prefix: str = "minibench_") -> None:
     import matplotlib
 
@@ -671,27 +746,32 @@ def _fmt_duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def cell_state(out: Path, method: str, seed: int) -> Dict[str, Any]:
-    """``{"state": finished | partial | todo, "seconds": wall time measured so far}`` of one cell."""
-    run_dir = out / method / f"seed{seed}"
-    walls_path = run_dir / "bench_wall.json"
-    walls = json.loads(walls_path.read_text()) if walls_path.exists() else {}
-    spent = float(walls.get("train", 0.0)) + float(walls.get("score", 0.0))
-    if (run_dir / "result.json").exists():
-        return {"state": "finished", "seconds": spent}
-    started = (run_dir / "checkpoints" / "last.pt").exists() or (run_dir / "scores").exists() or spent > 0
-    return {"state": "partial" if started else "todo", "seconds": spent}
+def cell_state(out: Any, method: str, seed: int) -> Dict[str, Any]:
+    """``{"state": finished | partial | todo, "seconds": wall time measured so far, "where": ...}`` of one cell.
+
+    ``where``: what holds the cell, ``archived``, ``runs`` (its run folder) or both; ``out`` is the
+    :class:`CellStore` (or a run folder alone).
+    """
+    store = as_store(out)
+    spent = store.seconds(method, seed)
+    where = " + ".join(w for w, held in (("archived", store.in_archive(method, seed)),
+                                          ("runs", store.in_runs(method, seed))) if held)
+    if store.source(method, seed) is not None:
+        return {"state": "finished", "seconds": spent, "where": where}
+    return {"state": "partial" if store.started(method, seed) or spent > 0 else "todo", "seconds": spent,
+            "where": where}
 
 
-def expected_left(out: Path, cells: Sequence[tuple]) -> Dict[str, Any]:
+def expected_left(out: Any, cells: Sequence[tuple]) -> Dict[str, Any]:
     """What is left of ``cells`` ((seed, method name) pairs) and the time it should take.
 
     A cell left is expected to take the mean measured wall time (training + scoring) of the
     finished cells of its method, or of all finished cells when its method has none yet, minus
     what a partial cell has already spent (at least a tenth of the mean stays). ``seconds`` is None
-    until some cell has finished.
+    until some cell has finished. Archived cells count as finished, with their archived wall times.
     """
-    states = {(seed, m): cell_state(out, m, seed) for seed, m in cells}
+    store = as_store(out)
+    states = {(seed, m): cell_state(store, m, seed) for seed, m in cells}
     per_method: Dict[str, List[float]] = {}
     for (seed, m), st in states.items():
         if st["state"] == "finished" and st["seconds"] > 0:
@@ -730,8 +810,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--methods", nargs="+", help="subset of the grid's methods")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every cell (repeatable)")
-    p.add_argument("--report", type=Path, default=REPO / "docs" / "RESULTS.md",
-                   help="markdown file whose generated section gets the table ('-': none)")
+    p.add_argument("--report", type=Path, default=None,
+                   help="markdown file whose generated section gets the table ('-': none; default docs/RESULTS.md, "
+                        "with --retrain none)")
     p.add_argument("--section", default="main",
                    help="which generated section of REPORT to replace (default: main; another name adds or replaces "
                         "<!-- minibench:NAME:begin/end --> and prefixes the plots with minibench_NAME_)")
@@ -744,7 +825,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
                    help="checkpoint training every STEPS steps inside an epoch, so that an interrupted cell "
                         "resumes close to where it stopped (default 100)")
+    p.add_argument("--archive", type=Path, default=REPO / "docs" / "results", metavar="DIR",
+                   help="the results archive (tracked): finished cells go to DIR/<name of OUT>/<method>/seed<k>/ and "
+                        "are read from there (default docs/results; '-': none, the run folder alone)")
+    p.add_argument("--retrain", action="store_true",
+                   help="train every cell into OUT even if archived (reproduction), build the tables from those runs "
+                        "and say for each cell whether the rerun agrees with the archived run; the archive is kept")
+    p.add_argument("--archive-only", action="store_true",
+                   help="archive the finished runs in OUT that are not archived yet; train nothing")
     args = p.parse_args(argv)
+    if args.report is None:
+        args.report = Path("-") if args.retrain else REPO / "docs" / "RESULTS.md"
     if argv is None and any(k not in os.environ for k in MALLOC_ENV):
         # the allocator settings must be in place before the process starts (scoring runs in this process)
         os.execve(sys.executable, [sys.executable, *sys.argv], {**MALLOC_ENV, **os.environ})
@@ -762,31 +853,51 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise SystemExit(f"unknown method(s) {sorted(unknown)}; the grid has {[m['name'] for m in grid['methods']]}")
     out = (args.out or REPO / grid.get("out", "runs/minibench")).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    archive_root = None if str(args.archive) == "-" else args.archive.resolve()
+    if (args.retrain or args.archive_only) and archive_root is None:
+        raise SystemExit("--retrain and --archive-only need the archive (--archive DIR, not '-')")
+    store = CellStore(out, archive_root, prefer="runs" if args.retrain else "archive")
     t0 = time.time()
     results: Dict[str, List[Dict[str, Any]]] = {m["name"]: [] for m in methods}
     cells = [(seed, m["name"]) for seed in seeds for m in methods]  # seed-major: an interrupted grid has complete seeds first
     grid_name = args.grid.stem
-    log(progress_line(grid_name, expected_left(out, cells)))
+    by_name = {m["name"]: m for m in methods}
+    if args.archive_only:
+        done = [archive_cell(store, name, seed, cell_config(base, by_name[name], seed, minibench, args.overrides),
+                             minibench) for seed, name in cells if store.in_runs(name, seed)]
+        log(f"[{grid_name}] archived {sum(d is not None for d in done)} run(s) of {out} in {store.archive}; "
+            f"{sum(d is None for d in done)} were archived already, "
+            f"{sum(not store.in_runs(n, s) for s, n in cells)} cell(s) have no finished run")
+        return 0
+    log(progress_line(grid_name, expected_left(store, cells)))
     if args.status:
         for seed, name in cells:
-            st = cell_state(out, name, seed)
-            log(f"  {name} seed {seed}: {st['state']}" + (f" ({st['seconds']:.0f} s)" if st["seconds"] else ""))
+            st = cell_state(store, name, seed)
+            where = f" [{st['where']}]" if st["where"] else ""
+            log(f"  {name} seed {seed}: {st['state']}{where}" + (f" ({st['seconds']:.0f} s)" if st["seconds"] else ""))
         return 0
     global CHECKPOINT_EVERY
     CHECKPOINT_EVERY = args.checkpoint_every
-    by_name = {m["name"]: m for m in methods}
     for k, (seed, name) in enumerate(cells, start=1):
-        was_finished = (out / name / f"seed{seed}" / "result.json").exists()
-        results[name].append(run_cell(f"{k}/{len(cells)}", by_name[name], seed, base, minibench, out, args.overrides))
+        was_finished = store.source(name, seed) is not None
+        results[name].append(run_cell(f"{k}/{len(cells)}", by_name[name], seed, base, minibench, store, args.overrides))
         if not was_finished:
-            log(progress_line(grid_name, expected_left(out, cells)))
+            log(progress_line(grid_name, expected_left(store, cells)))
+    reruns = agreement(store, cells)
+    if reruns:
+        differ = [f"{r['method']} seed {r['seed']} (eval {r['archived']['eer']['eval']:.2f} archived, "
+                  f"{r['runs']['eer']['eval']:.2f} in {out})" for r in reruns if not r["identical"]]
+        log(f"run folder against archive: {len(reruns)} cell(s) in both, {len(reruns) - len(differ)} identical"
+            + (f"; differ: {', '.join(differ)}" if differ else "")
+            + ("" if args.retrain or not differ else "; the tables use the archived runs"))
     sel_grid = {**grid, "methods": methods}
-    sel_grid["methods"] = methods + add_tuned(sel_grid, results, out)
+    sel_grid["methods"] = methods + add_tuned(sel_grid, results, store)
     summary = summarize(sel_grid, results)
     stats = None
     if not args.no_stats and sel_grid["baseline"] in by_name:
         t_stats = time.time()
-        stats = paired_stats(sel_grid, results, out, minibench, n_boot=args.boot, n_boot_attack=max(args.boot // 2, 200))
+        stats = paired_stats(sel_grid, results, store, minibench, n_boot=args.boot,
+                             n_boot_attack=max(args.boot // 2, 200))
         log(f"paired statistics: {time.time() - t_stats:.0f} s")
     figures_dir = args.figures or (args.report.parent / "figures" if str(args.report) != "-" else out)
     plot(sel_grid, results, figures_dir, figure_prefix(args.section))
@@ -794,8 +905,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         plot_paired(stats, {m["name"]: m.get("label", m["name"]) for m in sel_grid["methods"]}, figures_dir, figure_prefix(args.section))
     rel_fig = os.path.relpath(figures_dir, args.report.parent) if str(args.report) != "-" else str(figures_dir)
     table = markdown(summary, rel_fig, figure_prefix(args.section), stats)
+    if args.retrain and reruns:
+        table += "\n" + agreement_markdown(reruns, store.archive)
     stem = "results" if args.section == "main" else f"results_{args.section}"
-    atomic_write_text(out / f"{stem}.json", json.dumps({"summary": summary, "results": results, "paired": stats},
+    sources = {name: {seed: store.source(name, seed) for seed in seeds} for name in by_name}
+    atomic_write_text(out / f"{stem}.json", json.dumps({"summary": summary, "results": results, "paired": stats,
+                                                        "sources": sources, "reruns": reruns},
                                                        indent=1, default=list))
     atomic_write_text(out / f"{stem}.md", table)
     if str(args.report) != "-":

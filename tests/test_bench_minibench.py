@@ -143,7 +143,8 @@ def test_report_section_is_replaced_and_the_rest_kept(tmp_path):
 def test_grid_runs_scores_and_skips_finished_cells(tmp_path, capsys):
     mb = _fake_minibench(tmp_path / "mb")
     out, report = tmp_path / "out", tmp_path / "docs" / "RESULTS.md"
-    args = ["--minibench", str(mb), "--out", str(out), "--report", str(report), "--seeds", "1",
+    args = ["--minibench", str(mb), "--out", str(out), "--report", str(report), "--archive", str(tmp_path / "archive"),
+            "--seeds", "1",
             "--methods", "dual", "pcgrad", "--set", "data.crop_samples=4000", "--set", "data.batch_size=2",
             "--set", "train.epochs=2", "--set", "train.steps_per_epoch=2", "--set", "train.top_k=1"]
     assert runner.main(args) == 0
@@ -168,6 +169,14 @@ def test_grid_runs_scores_and_skips_finished_cells(tmp_path, capsys):
     assert runner.BEGIN in text and (report.parent / "figures" / "minibench_conflict_rate.png").stat().st_size > 0
     assert text.split(runner.BEGIN)[1].split(runner.END)[0].strip().endswith(
         (out / "results.md").read_text().strip().splitlines()[-1])
+
+    # each cell was archived as it finished, with the provenance recorded when it started training
+    for method in ("dual", "pcgrad"):
+        cell = json.loads((tmp_path / "archive" / "out" / method / "seed1" / "cell.json").read_text())
+        assert cell["result"] == {**results["results"][method][0], "final_dev_eer": cell["result"]["final_dev_eer"],
+                                  "final_dev_loss": cell["result"]["final_dev_loss"]}
+        assert cell["provenance"]["bench"]["recorded"] == "training start"
+        assert cell["provenance"]["run_env"]["argv"][-2:] == ["--run-dir", f"<out>/{method}/seed1"]
 
     # rerun: both cells are skipped, nothing is retrained, the table is the same
     stamp = (out / "dual" / "seed1" / "model.pt").stat().st_mtime_ns
