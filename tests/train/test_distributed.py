@@ -24,8 +24,8 @@ def global_batches():
     return out
 
 
-def train(model, batches, rank=0, world=1):
-    engine = DualPathEngine(model, "gradvac")
+def train(model, batches, rank=0, world=1, one_pass=None):
+    engine = DualPathEngine(model, "gradvac", one_pass=one_pass)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     per = 8 // world
     for x, x_aug, y in batches:
@@ -34,7 +34,7 @@ def train(model, batches, rank=0, world=1):
     return engine
 
 
-def worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+def worker(rank: int, world: int, init_file: str, out_file: str, one_pass=None) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(100 + rank)  # different initial weights: the engine broadcasts rank 0's
@@ -42,7 +42,8 @@ def worker(rank: int, world: int, init_file: str, out_file: str) -> None:
         if rank == 0:
             torch.save(model.state_dict(), out_file + ".init")
         dist.barrier()
-        engine = train(model, global_batches(), rank, world)
+        engine = train(model, global_batches(), rank, world, one_pass)
+        assert engine.one_pass_fallback is None
         if rank == 0:
             torch.save({"model": model.state_dict(), "rho": engine.aligner.state_dict()["rho"]}, out_file)
         # leave together: a rank that tears gloo down while rank 0 still writes can abort the other
@@ -53,10 +54,12 @@ def worker(rank: int, world: int, init_file: str, out_file: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_gloo_equals_single_process(tmp_path):
+@pytest.mark.parametrize("one_pass", [None, True], ids=["default", "one_pass"])
+def test_two_process_gloo_equals_single_process(tmp_path, one_pass):
+    """Also with joint mode's one pass over copies on each rank (its rows are all-reduced like the others)."""
     out_file = str(tmp_path / "ddp.pt")
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    mp.spawn(worker, args=(2, str(tmp_path / "init"), out_file), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), out_file, one_pass), nprocs=2, join=True)
     result = torch.load(out_file, weights_only=True)
     model = TinyNet(batchnorm=False)
     model.load_state_dict(torch.load(out_file + ".init", weights_only=True))
