@@ -166,7 +166,7 @@ class DualPathEngine:
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.one_pass = one_pass
         self.joint_one_pass = joint_one_pass
-        #: why split mode runs two passes where one was asked for or tried (None: not applicable / in use)
+        #: why a batched form asked for or tried is not used (None: not applicable / in use)
         self.one_pass_fallback: Optional[str] = None
         self._one_pass: Optional[OnePass] = None
         self._worked = {"one_pass": False, "batched_backward": False}  # which batched forms have run a step
