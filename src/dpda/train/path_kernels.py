@@ -1,4 +1,5 @@
-"""Per-layer kernels of the one-pass split: each layer dispatched once for both paths.
+"""Per-layer kernels of the one pass: each layer dispatched once for both paths (split mode) or both copies of
+the joint batch (joint mode, ``copies=True``; see :mod:`dpda.train.one_pass`).
 
 Inside :class:`~dpda.train.one_pass.OnePass`'s ``vmap`` over the two
 paths, functorch batches a layer whose weight is a ``(2, *shape)`` expanded view
