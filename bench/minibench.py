@@ -132,6 +132,10 @@ def load_grid(path: Path) -> Dict[str, Any]:
         raise SystemExit(f"{path}: baseline {grid.get('baseline')!r} is not one of the methods")
     if not isinstance(grid.get("set", {}), dict):
         raise SystemExit(f"{path}: 'set' (overrides for every method) must be a mapping KEY: VALUE")
+    threads = grid.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise SystemExit(f"{path}: threads: expected a positive integer (torch CPU threads of every cell), "
+                         f"got {threads!r}")
     for m in grid["methods"]:  # the grid's own overrides come first, each method's on top
         m["grid_set"] = dict(grid.get("set") or {})
     for i, t in enumerate(grid.get("tuned") or []):
@@ -215,6 +219,21 @@ def _add_wall(run_dir: Path, key: str, seconds: float) -> None:
 
 #: ``dpda train --checkpoint-every`` of the cells (set by ``--checkpoint-every``)
 CHECKPOINT_EVERY = 100
+
+
+def pin_threads(threads: Optional[int], grid_name: str) -> None:
+    """A grid's ``threads``: every cell trains (a ``dpda train`` subprocess, through the environment) and is
+    scored with that many torch CPU threads. The thread count is part of the floating-point path (the same
+    cell gives other numbers with 1 and 2 threads), so a grid that accumulates over sittings pins it."""
+    if threads is None:
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if os.environ.get(var, str(threads)) != str(threads):
+            log(f"[{grid_name}] {var}={os.environ[var]} overridden by the grid's threads: {threads}")
+        os.environ[var] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def train_cell(cfg_path: Path, run_dir: Path) -> None:
@@ -878,6 +897,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     global CHECKPOINT_EVERY
     CHECKPOINT_EVERY = args.checkpoint_every
+    pin_threads(grid.get("threads"), grid_name)
     for k, (seed, name) in enumerate(cells, start=1):
         was_finished = store.source(name, seed) is not None
         results[name].append(run_cell(f"{k}/{len(cells)}", by_name[name], seed, base, minibench, store, args.overrides))
