@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import numpy as np
 import pytest
@@ -63,9 +64,35 @@ def test_supplementary_grids_are_valid(name):
     if grid.get("out", "runs/minibench") != "runs/minibench":
         return  # its own run folder: nothing is shared with the main grid
     assert not grid.get("set"), "grid-wide overrides in the main grid's folder would make same-named cells differ"
+    assert grid.get("threads") == runner.load_grid(REPO_ROOT / "configs" / "minibench" / "grid.yaml")["threads"], (
+        "shared cells must be computed with the same number of threads")
     for m in grid["methods"]:  # a cell that shares a main-grid name must be that same cell (it is reused)
         if m["name"] in main:
             assert m["set"] == main[m["name"]]
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, "2", True])
+def test_a_bad_thread_count_is_refused_naming_the_grid(tmp_path, threads):
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"threads: {threads!r}\nbaseline: a\nmethods:\n  - {{name: a, set: {{}}}}\n")
+    with pytest.raises(SystemExit, match=r"grid\.yaml: threads: expected a positive integer"):
+        runner.load_grid(path)
+
+
+def test_pin_threads_sets_the_environment_of_the_training_subprocesses(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    try:
+        runner.pin_threads(1, "grid")
+        assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "1"
+        assert torch.get_num_threads() == 1
+        runner.pin_threads(None, "grid")  # no threads in the grid: nothing changes
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_grid_cells_resolve_to_valid_run_configs(tmp_path):
