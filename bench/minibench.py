@@ -53,15 +53,19 @@ OUT that are not archived yet and trains nothing.
 With ``--report docs/RESULTS.md`` (the default) the generated part of that file
 (between ``<!-- minibench:begin -->`` and ``<!-- minibench:end -->``) is
 replaced by the table that this command also prints, and the plots are written
-to ``docs/figures/``; the text around the markers is left alone. ``--section NAME``
-writes a supplementary experiment (e.g. other ``--set`` values and ``--out``)
-into its own ``<!-- minibench:NAME:begin/end -->`` part instead.
+to ``docs/figures/``; the text around the markers is left alone. A grid file's
+``section`` (or ``--section NAME``) writes it into its own
+``<!-- minibench:NAME:begin/end -->`` part instead. ``--all`` runs every grid of
+:data:`ALL_GRIDS` into its section, then the conflict study's section;
+``--no-train`` trains nothing and builds the tables over the seeds that every
+method has finished. A grid's ``threads`` pins the torch threads of its cells.
 
 Usage (from the repository root, ``../shared/minibench`` beside it)::
 
-    .venv/bin/python bench/minibench.py                  # the whole grid (about an hour on 2 CPU cores)
+    .venv/bin/python bench/minibench.py                  # the main grid (about 1.5 hours, one thread per cell)
+    .venv/bin/python bench/minibench.py --all --no-train # every section of docs/RESULTS.md from the archive
     .venv/bin/python bench/minibench.py --seeds 1 --methods dual pcgrad --set train.epochs=2
-    .venv/bin/python bench/minibench.py --grid configs/minibench/grid_converge.yaml --section converge --status
+    .venv/bin/python bench/minibench.py --grid configs/minibench/grid_converge.yaml --status
     .venv/bin/python bench/minibench.py --retrain --seeds 1      # rerun seed 1, compare with the archive
 """
 
@@ -132,6 +136,8 @@ def load_grid(path: Path) -> Dict[str, Any]:
         raise SystemExit(f"{path}: baseline {grid.get('baseline')!r} is not one of the methods")
     if not isinstance(grid.get("set", {}), dict):
         raise SystemExit(f"{path}: 'set' (overrides for every method) must be a mapping KEY: VALUE")
+    if not isinstance(grid.get("section", "main"), str) or not grid.get("section", "main"):
+        raise SystemExit(f"{path}: section: expected the name of its section of the report, got {grid.get('section')!r}")
     threads = grid.get("threads")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise SystemExit(f"{path}: threads: expected a positive integer (torch CPU threads of every cell), "
@@ -832,9 +838,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--report", type=Path, default=None,
                    help="markdown file whose generated section gets the table ('-': none; default docs/RESULTS.md, "
                         "with --retrain none)")
-    p.add_argument("--section", default="main",
-                   help="which generated section of REPORT to replace (default: main; another name adds or replaces "
-                        "<!-- minibench:NAME:begin/end --> and prefixes the plots with minibench_NAME_)")
+    p.add_argument("--section", default=None,
+                   help="which generated section of REPORT to replace (default: the grid's 'section', else main; another "
+                        "name adds or replaces <!-- minibench:NAME:begin/end --> and prefixes the plots with "
+                        "minibench_NAME_)")
+    p.add_argument("--all", action="store_true",
+                   help=f"every grid ({', '.join(ALL_GRIDS)}) in turn, each into its section, then the conflict "
+                        "study's section (bench/conflict_study.py --report-only): what docs/RESULTS.md is built from")
+    p.add_argument("--no-train", action="store_true",
+                   help="train nothing: build the tables from the finished cells, over the seeds that every method "
+                        "has finished")
     p.add_argument("--figures", type=Path, default=None, help="where the PNG plots go (default: REPORT's folder/figures)")
     p.add_argument("--status", action="store_true",
                    help="only say which cells are finished, partly done or to do, and the time expected; run nothing")
@@ -853,6 +866,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--archive-only", action="store_true",
                    help="archive the finished runs in OUT that are not archived yet; train nothing")
     args = p.parse_args(argv)
+    if args.all:
+        return run_all(args, argv)
     if args.report is None:
         args.report = Path("-") if args.retrain else REPO / "docs" / "RESULTS.md"
     if argv is None and any(k not in os.environ for k in MALLOC_ENV):
@@ -864,6 +879,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not (minibench / "protocols" / f"minibench.{split}.txt").is_file():
             raise SystemExit(f"{minibench}: no protocols/minibench.{split}.txt; give --minibench DIR")
     grid = load_grid(args.grid)
+    args.section = args.section or grid.get("section", "main")
     base = yaml.safe_load(args.config.read_text())
     seeds = args.seeds or grid["seeds"]
     methods = [m for m in grid["methods"] if not args.methods or m["name"] in args.methods]
@@ -900,9 +916,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     pin_threads(grid.get("threads"), grid_name)
     for k, (seed, name) in enumerate(cells, start=1):
         was_finished = store.source(name, seed) is not None
+        if args.no_train and not was_finished:
+            continue
         results[name].append(run_cell(f"{k}/{len(cells)}", by_name[name], seed, base, minibench, store, args.overrides))
         if not was_finished:
             log(progress_line(grid_name, expected_left(store, cells)))
+    if args.no_train:  # the tables over the seeds that every method has finished
+        complete = [s for s in seeds if all(store.source(m["name"], s) is not None for m in methods)]
+        if not complete:
+            finished = sum(store.source(n, s) is not None for s, n in cells)
+            note = (f"Not finished: {finished} of {len(cells)} cells, no seed finished by every method; "
+                    f"`bench/minibench.py --grid {os.path.relpath(args.grid, REPO)} --status` lists them.\n")
+            log(f"[{grid_name}] {note.strip()}")
+            begin, _ = markers(args.section)
+            if str(args.report) != "-" and args.report.exists() and begin in args.report.read_text():
+                log(f"[{grid_name}] kept its section of {args.report} as it is (built from runs that are not archived)")
+            elif str(args.report) != "-":
+                write_report(args.report, note, args.section)
+            return 0
+        results = {name: [r for r in rs if r["seed"] in complete] for name, rs in results.items()}
+        cells = [(s, n) for s, n in cells if s in complete]
+        seeds = complete
     reruns = agreement(store, cells)
     if reruns:
         differ = [f"{r['method']} seed {r['seed']} (eval {r['archived']['eer']['eval']:.2f} archived, "
@@ -940,6 +974,37 @@ def main(argv: Optional[List[str]] = None) -> int:
     log(f"grid: {len(cells)} runs in {out}; this invocation took {time.time() - t0:.0f} s"
         + (f"; table written to {args.report}" if str(args.report) != "-" else ""))
     return 0
+
+
+#: the grids of docs/RESULTS.md, in the order --all runs them (configs/minibench/)
+ALL_GRIDS = ("grid.yaml", "grid_split_control.yaml", "grid_batch4.yaml", "grid_equal_compute.yaml", "grid_converge.yaml")
+#: options that --all passes on to each grid
+_PASSED_ON = ("--minibench", "--config", "--report", "--figures", "--boot", "--archive", "--checkpoint-every", "--set")
+
+
+def run_all(args: argparse.Namespace, argv: Optional[List[str]]) -> int:
+    """``--all``: every grid of :data:`ALL_GRIDS` into its own section (cells trained unless ``--no-train`` or
+    ``--status``), then the conflict study's section from its committed results."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if any(a in raw for a in ("--grid", "--section", "--seeds", "--methods", "--out", "--retrain", "--archive-only")):
+        raise SystemExit("--all runs every grid with its own seeds, methods and run folder: leave out --grid, --section, "
+                         "--seeds, --methods, --out, --retrain and --archive-only")
+    passed: List[str] = []
+    for i, a in enumerate(raw):
+        if a in _PASSED_ON and i + 1 < len(raw):
+            passed += [a, raw[i + 1]]
+    passed += [a for a in ("--no-stats", "--no-train", "--status") if getattr(args, a[2:].replace("-", "_"))]
+    for name in ALL_GRIDS:
+        log(f"== {name}")
+        code = main(["--grid", str(REPO / "configs" / "minibench" / name), *passed])
+        if code:
+            return code
+    if args.status:
+        return 0
+    report = args.report or REPO / "docs" / "RESULTS.md"
+    log("== conflict study (bench/conflict_study.py --report-only)")
+    return subprocess.run([sys.executable, str(REPO / "bench" / "conflict_study.py"), "--report-only",
+                           "--report", str(report)]).returncode
 
 
 if __name__ == "__main__":

@@ -197,3 +197,41 @@ def test_archive_only_skips_archived_cells_and_unfinished_ones(tmp_path, capsys)
     store = runner.CellStore(out, store_root)
     todo = runner.expected_left(store, [(s, m) for s in (1, 2) for m in ("dual", "pcgrad")])
     assert todo["finished"] == 3 and todo["left"] == [(2, "pcgrad")] and todo["seconds"] == pytest.approx(80.0)
+
+
+def test_no_train_builds_the_tables_over_the_seeds_every_method_finished(tmp_path, capsys):
+    """``--no-train``: cells that are not finished are left alone (nothing trains), the tables use the seeds that
+    every method has finished, and a grid without one says how far it is instead of a table."""
+    mb, out, grid_path = _finished_grid(tmp_path)
+    shutil.rmtree(out / "pcgrad" / "seed3")  # seed 3 is not finished by every method
+    report = tmp_path / "RESULTS.md"
+    assert runner.main(_args(mb, out, grid_path, "--archive", "-", "--no-train", "--report", str(report))) == 0
+    said = capsys.readouterr().out
+    assert "seed 3: training" not in said and not (out / "pcgrad" / "seed3").exists()
+    table = _table(report)
+    assert "same sign on 2 of 2 seeds" in table
+    first_row = next(line for line in table.splitlines() if line.startswith("| dual |"))
+    assert first_row.count("/") == 2  # per seed: two values (seeds 1 and 2) in each split's column
+    for seed in (1, 2):
+        shutil.rmtree(out / "pcgrad" / f"seed{seed}")
+    assert runner.main(_args(mb, out, grid_path, "--archive", "-", "--no-train", "--report", str(report))) == 0
+    assert report.read_text().count(runner.BEGIN) == 1 and "same sign on 2 of 2 seeds" in report.read_text()  # kept
+    fresh = tmp_path / "fresh.md"
+    assert runner.main(_args(mb, out, grid_path, "--archive", "-", "--no-train", "--report", str(fresh))) == 0
+    assert "Not finished: 3 of 6 cells, no seed finished by every method" in fresh.read_text()
+
+
+def test_all_runs_every_grid_into_its_section_and_refuses_per_grid_options(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(runner, "main", lambda argv: calls.append(argv) or 0, raising=True)
+    monkeypatch.setattr(runner.subprocess, "run", lambda cmd: calls.append(cmd) or type("P", (), {"returncode": 0}))
+    args = runner.argparse.Namespace(status=False, no_stats=True, no_train=True, report=tmp_path / "R.md")
+    assert runner.run_all(args, ["--all", "--no-train", "--no-stats", "--report", str(tmp_path / "R.md")]) == 0
+    grids = [c[c.index("--grid") + 1] for c in calls[:-1]]
+    assert [g.rsplit("/", 1)[-1] for g in grids] == list(runner.ALL_GRIDS)
+    assert all("--no-train" in c and "--no-stats" in c and str(tmp_path / "R.md") in c for c in calls[:-1])
+    assert calls[-1][1].endswith("conflict_study.py") and "--report-only" in calls[-1]
+    sections = {runner.load_grid(REPO_ROOT / "configs" / "minibench" / g)["section"] for g in runner.ALL_GRIDS}
+    assert sections == {"main", "split", "batch4", "equal_compute", "converge"}
+    with pytest.raises(SystemExit, match="leave out --grid"):
+        runner.run_all(args, ["--all", "--grid", "x.yaml"])
