@@ -29,7 +29,13 @@ cell (``steps.jsonl`` + ``cell.json``) is skipped, an interrupted one starts
 again.
 
 Outputs: ``OUT/<cell>/`` (run directory, ``steps.jsonl``, ``cell.json``),
-``OUT/study.json``; with ``--report`` (default ``docs/RESULTS.md``) the
+``OUT/study.json``; every finished cell is also archived (tracked, as the
+minibench cells are) in ``--archive`` (default ``docs/results/conflict_study``):
+``<cell>.json`` (its summary) and ``<cell>.steps.jsonl.gz`` (its per-step records,
+deterministic gzip), and an archived cell counts as finished; with
+``--report-only`` a cell found in neither place comes from the committed
+``docs/conflict_study.json`` of an earlier study (summaries without step
+records: the heat map then keeps its committed figure). With ``--report`` (default ``docs/RESULTS.md``) the
 section between ``<!-- conflict_study:begin -->`` and ``<!-- conflict_study:end -->``,
 the summary ``docs/conflict_study.json`` and the figures
 ``docs/figures/conflict_study_*.png``.
@@ -43,6 +49,7 @@ Usage (from the repository root, ``../shared/minibench`` beside it)::
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -54,7 +61,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from dpda.fileio import atomic_write_text
+from dpda.fileio import atomic_path, atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from minibench_archive import gzip_bytes  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- conflict_study:begin -->", "<!-- conflict_study:end -->"
@@ -65,6 +75,11 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": 
 
 def log(msg: str) -> None:
     print(msg, flush=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
 
 
 # ----------------------------------------------------------------------------- cells
@@ -291,8 +306,43 @@ def summarize_cell(cell: Dict[str, Any], records: List[Dict[str, Any]], seconds:
     return out
 
 
-def load_steps(cell_dir: Path) -> List[Dict[str, Any]]:
-    return [json.loads(line) for line in (cell_dir / "steps.jsonl").read_text().splitlines() if line.strip()]
+def load_steps(cell_dir: Path, archive: Optional[Path] = None) -> Optional[List[Dict[str, Any]]]:
+    """A cell's per-step records from its run folder, else from the archive; None where neither has them."""
+    path = cell_dir / "steps.jsonl"
+    if path.is_file():
+        text = path.read_text()
+    elif archive is not None and (archive / f"{cell_dir.name}.steps.jsonl.gz").is_file():
+        text = gzip.decompress((archive / f"{cell_dir.name}.steps.jsonl.gz").read_bytes()).decode()
+    else:
+        return None
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def archive_cell(cell_dir: Path, archive: Path) -> None:
+    """Copies a finished cell's summary and gzipped step records into the (tracked) archive."""
+    archive.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(archive / f"{cell_dir.name}.steps.jsonl.gz", gzip_bytes((cell_dir / "steps.jsonl").read_bytes()))
+    atomic_write_text(archive / f"{cell_dir.name}.json", (cell_dir / "cell.json").read_text())  # last: complete
+
+
+def committed_summaries(report: Path) -> Dict[str, Dict[str, Any]]:
+    """The cell summaries of the study committed beside ``report`` (``conflict_study.json``), by cell name."""
+    path = report.parent / "conflict_study.json"
+    if not path.is_file():
+        return {}
+    try:
+        return {c["name"]: c for c in json.loads(path.read_text())["cells"]}
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{path}: not a conflict-study summary ({type(e).__name__}: {e})")
+
+
+def finished_summary(cell_dir: Path, archive: Optional[Path]) -> Optional[Tuple[Dict[str, Any], str]]:
+    """``(summary, where)`` of a finished cell: its run folder, else the archive; None if unfinished."""
+    if (cell_dir / "cell.json").is_file():
+        return json.loads((cell_dir / "cell.json").read_text()), "run folder"
+    if archive is not None and (archive / f"{cell_dir.name}.json").is_file():
+        return json.loads((archive / f"{cell_dir.name}.json").read_text()), "archive"
+    return None
 
 
 # ----------------------------------------------------------------------------- figures and report
@@ -313,7 +363,7 @@ def heat_map(ax, records: List[Dict[str, Any]], key: str, bins: int, title: str)
     return im
 
 
-def figures(summaries: List[Dict[str, Any]], out: Path, fig_dir: Path) -> List[str]:
+def figures(summaries: List[Dict[str, Any]], out: Path, fig_dir: Path, archive: Optional[Path] = None) -> List[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -344,13 +394,21 @@ def figures(summaries: List[Dict[str, Any]], out: Path, fig_dir: Path) -> List[s
     # 2. per-module conflict heat maps over training for a few cells
     show = [s for s in rows if s["name"] in ("base", "batch4", "chain_harsh", "rawnet2", "aasist_l", "trained_probe",
                                              "trained_probe_b4", "lr1e-2")]
+    steps = {s["name"]: load_steps(out / s["name"], archive) for s in show}
+    if any(r is None for r in steps.values()):
+        missing = sorted(k for k, r in steps.items() if r is None)
+        log(f"heat map: no step records of {', '.join(missing)} (run folder or archive); "
+            f"{fig_dir / 'conflict_study_heatmap.png'} is left as it is")
+        if (fig_dir / "conflict_study_heatmap.png").is_file():
+            written.append("conflict_study_heatmap.png")
+        show = []
     if show:
         cols = min(3, len(show))
         r = math.ceil(len(show) / cols)
         fig, axes = plt.subplots(r, cols, figsize=(4.4 * cols, 2.8 * r + 0.4), squeeze=False, layout="constrained")
         im = None
         for ax, s in zip(axes.flat, show):
-            recs = load_steps(out / s["name"])
+            recs = steps[s["name"]]
             key = "layer_cos" if len(recs[0]["layer_cos"]) <= 24 else "module_cos"
             what = s["value"] if s["factor"] == "base" else f"{s['factor']}: {s['value']}"
             im = heat_map(ax, recs, key, 10, f"{what} ({100 * s['conflict_rate']:.0f} % overall)")
@@ -431,6 +489,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="steps per epoch")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     p.add_argument("--report", type=Path, default=REPO / "docs" / "RESULTS.md", help="'-': no report")
+    p.add_argument("--archive", type=Path, default=REPO / "docs" / "results" / "conflict_study", metavar="DIR",
+                   help="tracked archive of finished cells (summary + gzipped step records); '-': none")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the report from the cells finished so far (e.g. while a study runs)")
     args = p.parse_args(argv)
@@ -456,14 +516,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     minibench = args.minibench.resolve()
     summaries = []
     t0 = time.time()
+    archive = None if str(args.archive) == "-" else args.archive.resolve()
+    committed = committed_summaries(args.report) if args.report_only and str(args.report) != "-" else {}
     for i, cell in enumerate(chosen, start=1):
         cell_dir = out / cell["name"]
-        if (cell_dir / "cell.json").exists():
-            summaries.append(json.loads((cell_dir / "cell.json").read_text()))
-            log(f"[{i}/{len(chosen)}] {cell['name']}: finished earlier, skipped")
+        found = finished_summary(cell_dir, archive)
+        if found is not None:
+            summaries.append(found[0])
+            if found[1] == "run folder" and archive is not None and not (archive / f"{cell['name']}.json").is_file():
+                archive_cell(cell_dir, archive)
+            log(f"[{i}/{len(chosen)}] {cell['name']}: finished earlier, skipped ({found[1]})")
             continue
         if args.report_only:
-            log(f"[{i}/{len(chosen)}] {cell['name']}: not finished yet, left out (--report-only)")
+            if cell["name"] in committed:
+                summaries.append(committed[cell["name"]])
+                log(f"[{i}/{len(chosen)}] {cell['name']}: from the committed docs/conflict_study.json (--report-only)")
+            else:
+                log(f"[{i}/{len(chosen)}] {cell['name']}: not finished yet, left out (--report-only)")
             continue
         if cell["factor"] == "stage" and not trained.is_file():
             log(f"[{i}/{len(chosen)}] {cell['name']}: skipped, no trained weights at {trained} (yet)")
@@ -476,6 +545,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         except Exception as e:  # noqa: BLE001 - one failing cell must not lose the others; a rerun retries it
             log(f"    failed: {type(e).__name__}: {e}")
             continue
+        if archive is not None:
+            archive_cell(cell_dir, archive)
         log(f"    {s['steps']} steps, conflicts {100 * s['conflict_rate']:.1f} % "
             f"({100 * s['conflict_ci'][0]:.1f}–{100 * s['conflict_ci'][1]:.1f}), mean cos {s['mean_cos']:.2f}, "
             f"{s['seconds']:.0f} s")
@@ -486,7 +557,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     atomic_write_text(out / "study.json", json.dumps(study, indent=1))
     if str(args.report) != "-":
         fig_dir = args.report.parent / "figures"
-        figs = figures(summaries, out, fig_dir)
+        figs = figures(summaries, out, fig_dir, archive) if summaries else []
         atomic_write_text(args.report.parent / "conflict_study.json", json.dumps(study, indent=1))
         write_report(args.report, markdown(summaries, args, figs, os.path.relpath(fig_dir, args.report.parent)))
     log(f"conflict study: {len(summaries)} cells in {out}; this invocation took {time.time() - t0:.0f} s")

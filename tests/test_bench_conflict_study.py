@@ -138,3 +138,45 @@ def test_a_cell_trains_and_records_every_step(tmp_path, minibench_dir):
     assert summary["steps"] == 2
     records = [json.loads(line) for line in (tmp_path / "cell" / "steps.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(r["layer_cos"] and r["module_cos"] for r in records)
+
+
+def test_a_finished_cell_is_archived_and_its_figures_rebuild_from_the_archive(tmp_path):
+    out, archive = tmp_path / "out", tmp_path / "archive"
+    summaries = []
+    for name, every in (("base", 20), ("batch4", 4)):
+        (out / name).mkdir(parents=True)
+        recs = _records(20, every)
+        (out / name / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        s = study.summarize_cell({"name": name, "factor": "base" if name == "base" else "batch", "value": name}, recs, 5.0)
+        (out / name / "cell.json").write_text(json.dumps(s))
+        study.archive_cell(out / name, archive)
+        summaries.append(s)
+    first = (archive / "batch4.steps.jsonl.gz").read_bytes()
+    study.archive_cell(out / "batch4", archive)
+    assert (archive / "batch4.steps.jsonl.gz").read_bytes() == first  # deterministic bytes
+    lost = tmp_path / "lost"  # a fresh clone: no run folders
+    assert study.finished_summary(lost / "batch4", archive) == (json.loads(json.dumps(summaries[1])), "archive")
+    assert study.finished_summary(lost / "batch4", None) is None
+    assert study.load_steps(lost / "batch4", archive) == _records(20, 4)
+    figs = study.figures(summaries, lost, tmp_path / "figures", archive)
+    assert figs == ["conflict_study_rates.png", "conflict_study_heatmap.png"]
+
+
+def test_report_only_without_runs_or_archive_uses_the_committed_summary_and_keeps_the_heat_map(tmp_path, capsys):
+    report_dir = tmp_path / "docs"
+    (report_dir / "figures").mkdir(parents=True)
+    base = study.summarize_cell({"name": "base", "factor": "base", "value": "LCNN"}, _records(20, 20), 5.0)
+    (report_dir / "conflict_study.json").write_text(json.dumps({"seed": 1, "cells": [base]}))
+    (report_dir / "figures" / "conflict_study_heatmap.png").write_bytes(b"committed figure")
+    report = report_dir / "RESULTS.md"
+    report.write_text("# R\n")
+    assert study.main(["--report-only", "--cells", "base", "--report", str(report), "--out", str(tmp_path / "out"),
+                       "--archive", str(tmp_path / "empty_archive"), "--minibench", str(tmp_path)]) == 0
+    said = capsys.readouterr().out
+    assert "base: from the committed docs/conflict_study.json" in said and "left as it is" in said
+    assert (report_dir / "figures" / "conflict_study_heatmap.png").read_bytes() == b"committed figure"
+    assert "| base | LCNN | 20 |" in report.read_text()
+    (report_dir / "conflict_study.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="conflict_study.json: not a conflict-study summary"):
+        study.main(["--report-only", "--cells", "base", "--report", str(report), "--out", str(tmp_path / "out"),
+                    "--archive", "-", "--minibench", str(tmp_path)])
