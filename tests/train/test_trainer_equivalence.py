@@ -37,7 +37,7 @@ def plain_loop(cfg: RunConfig) -> Dict[str, torch.Tensor]:
     engine = None
     if t.mode != "single":
         engine = DualPathEngine(model, "none" if t.mode == "dual" else t.aligner.name, loss_fn, mode=t.engine_mode,
-                                one_pass=False)
+                                one_pass={"on": True, "off": False}[t.one_pass], joint_one_pass=t.joint_one_pass)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=t.optimizer.lr,
                                  weight_decay=t.optimizer.weight_decay, betas=tuple(t.optimizer.betas))
     generator = torch.Generator().manual_seed(cfg.seed * 7919 + 1)  # the device augmentation's (rank 0)
@@ -61,11 +61,12 @@ def plain_loop(cfg: RunConfig) -> Dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-@pytest.mark.parametrize(("mode", "engine_mode", "where"), [
-    ("single", "joint", "device"), ("dual", "split", "workers"), ("dpda", "joint", "device"),
+@pytest.mark.parametrize(("mode", "engine_mode", "where", "one_pass"), [
+    ("single", "joint", "device", "off"), ("dual", "split", "workers", "off"), ("dpda", "joint", "device", "off"),
+    ("dpda", "joint", "device", "on"), ("dual", "split", "device", "on"),  # the one pass (copies; split)
 ])
-def test_fit_ends_with_the_weights_of_a_plain_loop(corpus, tmp_path, mode, engine_mode, where):  # noqa: F811
-    cfg = config(corpus, mode, engine_mode=engine_mode, one_pass="off", grad_clip=1.0, steps_per_epoch=4)
+def test_fit_ends_with_the_weights_of_a_plain_loop(corpus, tmp_path, mode, engine_mode, where, one_pass):  # noqa: F811
+    cfg = config(corpus, mode, engine_mode=engine_mode, one_pass=one_pass, grad_clip=1.0, steps_per_epoch=4)
     cfg.augment.where = where
     run = tmp_path / "run"
     trainer = Trainer(cfg, run, progress=False, log=lambda m: None, checkpoint_every=3)
