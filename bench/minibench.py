@@ -242,6 +242,17 @@ def pin_threads(threads: Optional[int], grid_name: str) -> None:
     torch.set_num_threads(threads)
 
 
+def in_order(fn: Any, tasks: Sequence[tuple], jobs: int = 1) -> List[Any]:
+    """``[fn(*t) for t in tasks]``, with up to ``jobs`` calls at a time (threads: each cell's training is its own
+    ``dpda train`` process); results in the order of ``tasks``, the first failure raised."""
+    if jobs <= 1:
+        return [fn(*t) for t in tasks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(lambda t: fn(*t), tasks))
+
+
 def train_cell(cfg_path: Path, run_dir: Path) -> None:
     if (run_dir / "summary.json").exists() and (run_dir / "model.pt").exists():
         return
@@ -845,6 +856,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--all", action="store_true",
                    help=f"every grid ({', '.join(ALL_GRIDS)}) in turn, each into its section, then the conflict "
                         "study's section (bench/conflict_study.py --report-only): what docs/RESULTS.md is built from")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train up to N cells at the same time (each a dpda train process with the grid's threads; "
+                        "default 1)")
     p.add_argument("--no-train", action="store_true",
                    help="train nothing: build the tables from the finished cells, over the seeds that every method "
                         "has finished")
@@ -866,6 +880,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--archive-only", action="store_true",
                    help="archive the finished runs in OUT that are not archived yet; train nothing")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs: expected a positive number of cells at a time, got {args.jobs}")
     if args.all:
         return run_all(args, argv)
     if args.report is None:
@@ -914,13 +930,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     global CHECKPOINT_EVERY
     CHECKPOINT_EVERY = args.checkpoint_every
     pin_threads(grid.get("threads"), grid_name)
-    for k, (seed, name) in enumerate(cells, start=1):
+    todo = [(k, seed, name) for k, (seed, name) in enumerate(cells, start=1)
+            if not (args.no_train and store.source(name, seed) is None)]
+
+    def one(k: int, seed: int, name: str) -> Dict[str, Any]:
         was_finished = store.source(name, seed) is not None
-        if args.no_train and not was_finished:
-            continue
-        results[name].append(run_cell(f"{k}/{len(cells)}", by_name[name], seed, base, minibench, store, args.overrides))
+        result = run_cell(f"{k}/{len(cells)}", by_name[name], seed, base, minibench, store, args.overrides)
         if not was_finished:
             log(progress_line(grid_name, expected_left(store, cells)))
+        return result
+
+    for (_, _, name), result in zip(todo, in_order(one, todo, args.jobs)):
+        results[name].append(result)
     if args.no_train:  # the tables over the seeds that every method has finished
         complete = [s for s in seeds if all(store.source(m["name"], s) is not None for m in methods)]
         if not complete:
@@ -994,6 +1015,7 @@ def run_all(args: argparse.Namespace, argv: Optional[List[str]]) -> int:
         if a in _PASSED_ON and i + 1 < len(raw):
             passed += [a, raw[i + 1]]
     passed += [a for a in ("--no-stats", "--no-train", "--status") if getattr(args, a[2:].replace("-", "_"))]
+    passed += ["--jobs", str(args.jobs)]
     for name in ALL_GRIDS:
         log(f"== {name}")
         code = main(["--grid", str(REPO / "configs" / "minibench" / name), *passed])

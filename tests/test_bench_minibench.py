@@ -336,3 +336,32 @@ def test_a_tuned_row_is_chosen_on_dev_only(tmp_path):
                                    "tuned": [{"name": "t", "candidates": ["dual", "nope"]}]}))
     with pytest.raises(SystemExit, match=r"candidates \['nope'\] are not methods"):
         runner.load_grid(bad)
+
+
+def test_in_order_runs_cells_side_by_side_and_keeps_the_grid_order():
+    import threading
+    import time
+
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def cell(k, delay):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(delay)
+        with lock:
+            running[0] -= 1
+        return k
+
+    tasks = [(1, 0.15), (2, 0.01), (3, 0.08), (4, 0.01)]
+    assert runner.in_order(cell, tasks, jobs=2) == [1, 2, 3, 4] and peak[0] == 2
+    peak[0] = 0
+    assert runner.in_order(cell, tasks) == [1, 2, 3, 4] and peak[0] == 1
+
+    def failing(k, delay):
+        if k == 3:
+            raise SystemExit("training failed (exit 1)")
+        return k
+
+    with pytest.raises(SystemExit, match="training failed"):
+        runner.in_order(failing, tasks, jobs=2)

@@ -225,11 +225,12 @@ def test_all_runs_every_grid_into_its_section_and_refuses_per_grid_options(tmp_p
     calls = []
     monkeypatch.setattr(runner, "main", lambda argv: calls.append(argv) or 0, raising=True)
     monkeypatch.setattr(runner.subprocess, "run", lambda cmd: calls.append(cmd) or type("P", (), {"returncode": 0}))
-    args = runner.argparse.Namespace(status=False, no_stats=True, no_train=True, report=tmp_path / "R.md")
+    args = runner.argparse.Namespace(status=False, no_stats=True, no_train=True, report=tmp_path / "R.md", jobs=2)
     assert runner.run_all(args, ["--all", "--no-train", "--no-stats", "--report", str(tmp_path / "R.md")]) == 0
     grids = [c[c.index("--grid") + 1] for c in calls[:-1]]
     assert [g.rsplit("/", 1)[-1] for g in grids] == list(runner.ALL_GRIDS)
     assert all("--no-train" in c and "--no-stats" in c and str(tmp_path / "R.md") in c for c in calls[:-1])
+    assert all(c[c.index("--jobs") + 1] == "2" for c in calls[:-1])
     assert calls[-1][1].endswith("conflict_study.py") and "--report-only" in calls[-1]
     sections = {runner.load_grid(REPO_ROOT / "configs" / "minibench" / g)["section"] for g in runner.ALL_GRIDS}
     assert sections == {"main", "split", "batch4", "equal_compute", "converge"}
