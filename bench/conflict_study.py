@@ -61,10 +61,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from dpda.fileio import atomic_path, atomic_write_text
+from dpda.fileio import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minibench_archive import gzip_bytes  # noqa: E402
+from minibench_archive import gzip_bytes, write_bytes_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- conflict_study:begin -->", "<!-- conflict_study:end -->"
@@ -76,10 +76,6 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": 
 def log(msg: str) -> None:
     print(msg, flush=True)
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
 
 
 # ----------------------------------------------------------------------------- cells
@@ -321,7 +317,7 @@ def load_steps(cell_dir: Path, archive: Optional[Path] = None) -> Optional[List[
 def archive_cell(cell_dir: Path, archive: Path) -> None:
     """Copies a finished cell's summary and gzipped step records into the (tracked) archive."""
     archive.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(archive / f"{cell_dir.name}.steps.jsonl.gz", gzip_bytes((cell_dir / "steps.jsonl").read_bytes()))
+    write_bytes_atomic(archive / f"{cell_dir.name}.steps.jsonl.gz", gzip_bytes((cell_dir / "steps.jsonl").read_bytes()))
     atomic_write_text(archive / f"{cell_dir.name}.json", (cell_dir / "cell.json").read_text())  # last: complete
 
 

@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any, Callable, Counter, Dict, Iterator, List
 
 import torch
-import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -109,21 +108,12 @@ def per_copy_attention() -> Iterator[None]:
     dropout) even where the model's attention dropout is 0, so that each call is the CPU's fused kernel."""
     from dpda.train import path_kernels
 
-    original = path_kernels._Attention.apply
-
-    def apply(q, k, v, attn_mask, dropout_p, is_causal, scale, same_draws=False):
-        if not same_draws:
-            return original(q, k, v, attn_mask, dropout_p, is_causal, scale, same_draws)
-        halves = list(zip(q.unbind(0), k.unbind(0), v.unbind(0)))  # as _Attention's per-copy branch, dropout 0
-        calls = [lambda h=h: F.scaled_dot_product_attention(*halves[h], attn_mask=attn_mask, dropout_p=dropout_p,
-                                                            is_causal=is_causal, scale=scale) for h in range(2)]
-        return torch.stack(path_kernels._same_draws(calls, q.device))
-
-    path_kernels._Attention.apply = staticmethod(apply)
+    original = path_kernels._attention_per_copy
+    path_kernels._attention_per_copy = lambda same_draws, dropout_p: same_draws
     try:
         yield
     finally:
-        path_kernels._Attention.apply = original
+        path_kernels._attention_per_copy = original
 
 
 def count_model(name: str, model: torch.nn.Module, procs: List[str], batch: int, samples: int) -> Dict[str, Any]:

@@ -68,7 +68,8 @@ def gzip_bytes(data: bytes) -> bytes:
     return buf.getvalue()
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` through a temporary file (a reader never sees half a file)."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -206,7 +207,7 @@ def write_cell(run_dir: Path, dest: Path, *, cell_config: Mapping[str, Any], min
         "scores": scores,
     }
     for name, blob in blobs.items():
-        _write_bytes(dest / name, blob)
+        write_bytes_atomic(dest / name, blob)
     atomic_write_text(dest / CELL_FILE, json.dumps(cell, indent=1, sort_keys=True) + "\n")
     return cell
 

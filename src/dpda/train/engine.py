@@ -325,7 +325,7 @@ class DualPathEngine:
         first = not self._worked["one_pass"]
         if first:
             rng = rng_state(x.device)
-            buffers = [b for b in self.model.buffers()]
+            buffers = list(self.model.buffers())
             saved = [b.clone() for b in buffers]
         try:
             loss_orig, loss_aug, rows = self._one_pass(x, x_aug, target, self.loss_fn, lambda: self._autocast(x), scale)

@@ -126,6 +126,13 @@ def _same_draws(calls: Sequence[Callable[[], Any]], device: torch.device) -> Lis
     return outs
 
 
+def _attention_per_copy(same_draws: bool, dropout_p: float) -> bool:
+    """Whether attention runs once per half: on copies with dropout (each half must draw the joint forward's
+    mask); otherwise one call on the 2B batch. (``bench/dpda_ops.py --fused-attention`` replaces it to count
+    the per-copy calls with dropout 0.)"""
+    return same_draws and dropout_p > 0
+
+
 class _Attention:
     """Scaled dot-product attention has no parameters and treats utterances independently: one call on the
     ``(2B, ...)`` batch (functorch has no batching rule for some of its kernels and would loop over the paths).
@@ -137,7 +144,7 @@ class _Attention:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                                   is_causal=is_causal, scale=scale)
 
-        if same_draws and dropout_p > 0:  # unbind: one stack in the backward pass (indexing: a copy per half)
+        if _attention_per_copy(same_draws, dropout_p):  # unbind: one stack backward (indexing: a copy per half)
             halves = list(zip(q.unbind(0), k.unbind(0), v.unbind(0)))
             return torch.stack(_same_draws([lambda h=h: attend(*halves[h]) for h in range(2)], q.device))
         return attend(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)).unflatten(0, q.shape[:2])
