@@ -8,6 +8,7 @@ from torch import nn
 
 from dpda.models import build_model, count_parameters
 from dpda.models.lcnn import LCNN_DEFAULT_CONFIG, LCNN_LFCC_CONFIG, MaxFeatureMap
+from tests.devices import on_devices
 
 #: trainable parameters of the default (published) configuration
 LCNN_FULL_PARAMS = 269_826
@@ -104,6 +105,47 @@ def test_config_overrides():
 def test_max_feature_map():
     x = torch.tensor([[[[1.0]], [[5.0]], [[4.0]], [[2.0]]]])  # (1, 4, 1, 1)
     assert MaxFeatureMap()(x).flatten().tolist() == [4.0, 5.0]
+
+
+@on_devices
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_max_feature_map_gradient_is_torch_maximum(device, dtype):
+    # the custom backward must give torch.maximum's gradient bit for bit (ties planted)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 8, 5, 7, generator=g, dtype=dtype)
+    x[:, 4:, :2] = x[:, :4, :2]  # ties
+    x = x.to(device)
+    upstream = torch.randn(3, 4, 5, 7, generator=g, dtype=dtype).to(device)
+    x1 = x.clone().requires_grad_(True)
+    (MaxFeatureMap()(x1) * upstream).sum().backward()
+    x2 = x.clone().requires_grad_(True)
+    a, b = x2.chunk(2, dim=1)
+    (torch.maximum(a, b) * upstream).sum().backward()
+    assert x1.grad.device == x.device and x1.grad.dtype == dtype
+    assert torch.equal(x1.grad, x2.grad)
+    assert torch.equal(MaxFeatureMap()(x), torch.maximum(a, b).detach())
+
+
+def test_max_feature_map_splits_the_gradient_at_ties_like_torch_maximum():
+    # exact ties occur in training (about once per LCNN forward); torch.maximum gives each half g / 2
+    x = torch.tensor([[[[2.0]], [[1.0]], [[2.0]], [[3.0]]]], requires_grad=True)  # a tie on channel 0
+    (MaxFeatureMap()(x) * torch.tensor([3.0, 5.0]).view(1, 2, 1, 1)).sum().backward()
+    assert x.grad.flatten().tolist() == [1.5, 0.0, 1.5, 5.0]
+    with pytest.raises(ValueError, match="even channel count"):
+        MaxFeatureMap()(torch.zeros(1, 3, 2, 2))
+
+
+def test_max_feature_map_under_vmap_matches_a_loop():
+    # the one-pass engines vmap the model over copies / paths
+    g = torch.Generator().manual_seed(4)
+    xs = torch.randn(2, 3, 6, 4, 4, generator=g)
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        return (MaxFeatureMap()(x) ** 2).sum()
+
+    batched = torch.func.vmap(torch.func.grad(loss))(xs)
+    looped = torch.stack([torch.func.grad(loss)(x) for x in xs])
+    assert torch.equal(batched, looped)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -73,15 +73,49 @@ LCNN_DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
+class _MaxOfHalves(torch.autograd.Function):
+    """``max(x[:, :C/2], x[:, C/2:])`` with ``torch.maximum``'s gradient, computed faster.
+
+    ``torch.maximum``'s backward (an equality test, a division, a select and a masked
+    fill per input, then the ``cat`` of ``chunk``'s backward) is about a third of an
+    LCNN training step on the CPU.  Here the forward saves which half won as one byte
+    per output (2: the first, 0: the second, 1: a tie) and the backward is
+    ``g * w`` and ``g - g * w`` with ``w = code / 2``: the same numbers bit for bit,
+    ties included (each half gets ``g / 2``; exact float ties between two filters do
+    occur, about once per forward of a 2-s batch, and splitting them differently
+    would change the training path).
+    """
+
+    generate_vmap_rule = True  # forward and backward are plain torch operations
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        first, second = x.chunk(2, dim=1)
+        return torch.maximum(first, second)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        (x,) = inputs
+        first, second = x.chunk(2, dim=1)
+        ctx.save_for_backward(torch.gt(first, second).to(torch.uint8) + torch.ge(first, second))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (code,) = ctx.saved_tensors
+        to_first = grad * code.to(grad.dtype).mul_(0.5)
+        return torch.cat([to_first, grad - to_first], dim=1)
+
+
 class MaxFeatureMap(nn.Module):
-    """Max-Feature-Map over dim 1: ``max(x[:, :C/2], x[:, C/2:])``."""
+    """Max-Feature-Map over dim 1: ``max(x[:, :C/2], x[:, C/2:])``, ``(B, C, ...) -> (B, C/2, ...)``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] % 2:
+            raise ValueError(f"MaxFeatureMap needs an even channel count, got {x.shape[1]}")
         if torch.onnx.is_in_onnx_export():  # a constant channel count: ONNX's batch norm needs it
             half = int(x.shape[1]) // 2
             return torch.maximum(x[:, :half], x[:, half:])
-        a, b = x.chunk(2, dim=1)
-        return torch.maximum(a, b)
+        return _MaxOfHalves.apply(x)
 
 
 def _conv_mfm(c_in: int, c_out: int, k: int) -> list:
