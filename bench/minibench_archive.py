@@ -416,3 +416,8 @@ def _diff(old: Any, new: Any, prefix: str = "") -> List[str]:
 
 __all__ = ["AGREEMENT_KEYS", "ArchiveError", "CELL_FILE", "CellStore", "FORMAT", "epoch_records", "gzip_bytes",
            "machine_provenance", "parse_scores", "read_cell", "read_scores_text", "record_provenance", "write_cell"]
+
+
+def as_store(out: Any) -> CellStore:
+    """``out`` itself when it is a :class:`CellStore`, else a store of the run folder ``out`` alone (no archive)."""
+    return out if isinstance(out, CellStore) else CellStore(Path(out))
