@@ -16,23 +16,26 @@ the measurement does not change the trajectory):
 * learning rate: 1e-4, 1e-3, 1e-2;
 * model family: LCNN, RawNet2, AASIST-L; and the forward layout (split mode);
 * training stage: the weights of a finished minibench grid run (``--trained``,
-  default ``runs/minibench/dual/seed1/model.pt`` when it exists), measured
-  without updating them (lr 0) and while training on.
+  default ``runs/minibench/dual/seed{seed}/model.pt``, the dual run of the same
+  seed, when it exists), measured without updating them (lr 0) and while
+  training on.
 
 Every step records the overall cosine and dot product, the per-module cosines
 the engine computes (``DualPathEngine(module_stats=True)``: top-level
 modules) and finer per-layer cosines (second-level modules, from a thin
 wrapper around the aligner that reads the two gradients before it combines
-them). A cell is a short run (``--epochs`` x ``--steps`` steps, one seed,
-no dev split); cells are independent and the study is resumable: a finished
-cell (``steps.jsonl`` + ``cell.json``) is skipped, an interrupted one starts
-again.
+them). A cell is a setting; each runs once per seed (``--seeds``, default 1 2 3)
+as a short run (``--epochs`` x ``--steps`` steps, no dev split). Runs are
+independent and the study is resumable: a finished run (``steps.jsonl`` +
+``cell.json``) is skipped, an interrupted one starts again. A cell's row pools
+the steps of its seeds (conflict rate with a Wilson interval over all its steps,
+and the rate of each seed, since steps of one run are not independent draws).
 
-Outputs: ``OUT/<cell>/`` (run directory, ``steps.jsonl``, ``cell.json``),
-``OUT/study.json``; every finished cell is also archived (tracked, as the
+Outputs: ``OUT/seed<k>/<cell>/`` (run directory, ``steps.jsonl``, ``cell.json``),
+``OUT/study.json``; every finished run is also archived (tracked, as the
 minibench cells are) in ``--archive`` (default ``docs/results/conflict_study``):
-``<cell>.json`` (its summary) and ``<cell>.steps.jsonl.gz`` (its per-step records,
-deterministic gzip), and an archived cell counts as finished; with
+``seed<k>/<cell>.json`` (its summary) and ``seed<k>/<cell>.steps.jsonl.gz`` (its
+per-step records, deterministic gzip), and an archived run counts as finished; with
 ``--report-only`` a cell found in neither place comes from the committed
 ``docs/conflict_study.json`` of an earlier study (summaries without step
 records: the heat map then keeps its committed figure). With ``--report`` (default ``docs/RESULTS.md``) the
@@ -42,16 +45,14 @@ the summary ``docs/conflict_study.json`` and the figures
 
 Usage (from the repository root, ``../shared/minibench`` beside it)::
 
-    .venv/bin/python bench/conflict_study.py                 # every cell (see --list)
-    .venv/bin/python bench/conflict_study.py --cells base batch4 --steps 10 --report -
+    .venv/bin/python bench/conflict_study.py                 # every cell (see --list), seeds 1 2 3
+    .venv/bin/python bench/conflict_study.py --cells base batch4 --seeds 1 --steps 10 --report -
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import math
 import os
 import sys
 import time
@@ -64,18 +65,15 @@ import yaml
 from dpda.fileio import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conflict_study_report import (  # noqa: E402,F401  (re-exported for callers)
+    BEGIN, END, PAPER_RATE, combine_seeds, figures, heat_map, load_steps, log, markdown, summarize_cell, wilson,
+    write_report,
+)
 from minibench_archive import gzip_bytes, write_bytes_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-BEGIN, END = "<!-- conflict_study:begin -->", "<!-- conflict_study:end -->"
-PAPER_RATE = 0.25
 #: glibc settings as bench/minibench.py (freed activation buffers stay in the process)
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
 
 
 # ----------------------------------------------------------------------------- cells
@@ -263,57 +261,6 @@ def run_cell(cell: Dict[str, Any], cfg_data: Dict[str, Any], cell_dir: Path) -> 
 # ----------------------------------------------------------------------------- summaries
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> Tuple[float, float]:
-    """Wilson score interval of a proportion k / n."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
-
-
-def summarize_cell(cell: Dict[str, Any], records: List[Dict[str, Any]], seconds: float) -> Dict[str, Any]:
-    n = len(records)
-    k = sum(bool(r["conflict"]) for r in records)
-    cos = np.array([r["cos"] for r in records]) if records else np.zeros(0)
-    half = n // 2
-    out = {"name": cell["name"], "factor": cell["factor"], "value": cell["value"], "steps": n, "conflicts": k,
-           "conflict_rate": k / n if n else math.nan, "conflict_ci": wilson(k, n),
-           "conflict_rate_first_half": float(np.mean([r["conflict"] for r in records[:half]])) if half else math.nan,
-           "conflict_rate_second_half": float(np.mean([r["conflict"] for r in records[half:]])) if n - half else math.nan,
-           "mean_cos": float(cos.mean()) if n else math.nan, "median_cos": float(np.median(cos)) if n else math.nan,
-           "cos_quantiles": [float(q) for q in np.quantile(cos, [0.05, 0.25, 0.75, 0.95])] if n else [],
-           "norm_ratio_aug_orig": float(np.median([r["norms"][1] / r["norms"][0] for r in records if r["norms"][0] > 0]))
-           if n else math.nan,
-           "seconds": seconds}
-    for key in ("module_cos", "layer_cos"):
-        names = list(records[0][key]) if records else []
-        out[key.replace("_cos", "")] = {
-            m: {"mean_cos": float(np.mean([r[key][m] for r in records])),
-                "conflict_rate": float(np.mean([r[key][m] < 0 for r in records]))} for m in names}
-    # which layers carry the whole-model dot product: each layer's share of the summed |dot| over all steps
-    if records and "layer_dot" in records[0]:
-        absdot = {m: float(np.sum([abs(r["layer_dot"][m]) for r in records])) for m in records[0]["layer_dot"]}
-        total = sum(absdot.values()) or 1.0
-        for m, v in absdot.items():
-            out["layer"][m]["dot_share"] = v / total
-    return out
-
-
-def load_steps(cell_dir: Path, archive: Optional[Path] = None) -> Optional[List[Dict[str, Any]]]:
-    """A cell's per-step records from its run folder, else from the archive; None where neither has them."""
-    path = cell_dir / "steps.jsonl"
-    if path.is_file():
-        text = path.read_text()
-    elif archive is not None and (archive / f"{cell_dir.name}.steps.jsonl.gz").is_file():
-        text = gzip.decompress((archive / f"{cell_dir.name}.steps.jsonl.gz").read_bytes()).decode()
-    else:
-        return None
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
 def archive_cell(cell_dir: Path, archive: Path) -> None:
     """Copies a finished cell's summary and gzipped step records into the (tracked) archive."""
     archive.mkdir(parents=True, exist_ok=True)
@@ -344,129 +291,6 @@ def finished_summary(cell_dir: Path, archive: Optional[Path]) -> Optional[Tuple[
 # ----------------------------------------------------------------------------- figures and report
 
 
-def heat_map(ax, records: List[Dict[str, Any]], key: str, bins: int, title: str) -> None:
-    names = list(records[0][key])
-    n = len(records)
-    edges = np.linspace(0, n, min(bins, n) + 1).astype(int)
-    grid = np.array([[np.mean([r[key][m] < 0 for r in records[a:b]]) if b > a else np.nan
-                      for a, b in zip(edges[:-1], edges[1:])] for m in names])
-    im = ax.imshow(100 * grid, aspect="auto", cmap="magma", vmin=0, vmax=60, interpolation="nearest")
-    ax.set_yticks(range(len(names)), names, fontsize=6)
-    ticks = range(0, len(edges) - 1, max(1, (len(edges) - 1) // 5))
-    ax.set_xticks(list(ticks), [f"{edges[i] + 1}" for i in ticks], fontsize=7)
-    ax.set_xlabel(f"step (bins of ~{n // max(len(edges) - 1, 1)})", fontsize=7)
-    ax.set_title(title, fontsize=8)
-    return im
-
-
-def figures(summaries: List[Dict[str, Any]], out: Path, fig_dir: Path, archive: Optional[Path] = None) -> List[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    # 1. conflict rate per cell with Wilson intervals, grouped by factor
-    order = ["base", "augmentation", "batch", "lr", "model", "layout", "stage"]
-    rows = sorted(summaries, key=lambda s: (order.index(s["factor"]) if s["factor"] in order else 99, s["name"]))
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(rows) + 1.2))
-    for i, s in enumerate(rows):
-        y = len(rows) - 1 - i
-        lo, hi = s["conflict_ci"]
-        ax.plot([100 * lo, 100 * hi], [y, y], "-", color="tab:blue", lw=3, alpha=0.6)
-        ax.plot([100 * s["conflict_rate"]], [y], "o", color="black", ms=4)
-    ax.axvline(100 * PAPER_RATE, color="tab:red", ls="--", lw=1, label="paper: ~25 %")
-    ax.set_yticks(range(len(rows)), [f"{s['factor']}: {s['value']}" for s in reversed(rows)], fontsize=7)
-    ax.set_xlabel("conflicting steps (%), 95 % Wilson interval")
-    ax.set_xlim(0, max(40, 100 * max(s["conflict_ci"][1] for s in rows) + 5))
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    path = fig_dir / "conflict_study_rates.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(path.name)
-    # 2. per-module conflict heat maps over training for a few cells
-    show = [s for s in rows if s["name"] in ("base", "batch4", "chain_harsh", "rawnet2", "aasist_l", "trained_probe",
-                                             "trained_probe_b4", "lr1e-2")]
-    steps = {s["name"]: load_steps(out / s["name"], archive) for s in show}
-    if any(r is None for r in steps.values()):
-        missing = sorted(k for k, r in steps.items() if r is None)
-        log(f"heat map: no step records of {', '.join(missing)} (run folder or archive); "
-            f"{fig_dir / 'conflict_study_heatmap.png'} is left as it is")
-        if (fig_dir / "conflict_study_heatmap.png").is_file():
-            written.append("conflict_study_heatmap.png")
-        show = []
-    if show:
-        cols = min(3, len(show))
-        r = math.ceil(len(show) / cols)
-        fig, axes = plt.subplots(r, cols, figsize=(4.4 * cols, 2.8 * r + 0.4), squeeze=False, layout="constrained")
-        im = None
-        for ax, s in zip(axes.flat, show):
-            recs = steps[s["name"]]
-            key = "layer_cos" if len(recs[0]["layer_cos"]) <= 24 else "module_cos"
-            what = s["value"] if s["factor"] == "base" else f"{s['factor']}: {s['value']}"
-            im = heat_map(ax, recs, key, 10, f"{what} ({100 * s['conflict_rate']:.0f} % overall)")
-        for ax in list(axes.flat)[len(show):]:
-            ax.axis("off")
-        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="steps with negative cosine (%)")
-        fig.suptitle("Per-module conflicts over training: share of steps whose two path gradients point apart "
-                     "in that module", fontsize=9)
-        path = fig_dir / "conflict_study_heatmap.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path.name)
-    return written
-
-
-def markdown(summaries: List[Dict[str, Any]], args: argparse.Namespace, figs: Sequence[str], rel_fig: str) -> str:
-    order = ["base", "augmentation", "batch", "lr", "model", "layout", "stage"]
-    rows = sorted(summaries, key=lambda s: (order.index(s["factor"]) if s["factor"] in order else 99, s["name"]))
-    lines = ["### Conflict rate by setting (one short dual-path run each)", "",
-             "| factor | setting | steps | conflict rate (95 % CI) | 1st half | 2nd half | mean cos | cos 5–95 % "
-             "| most conflicting module (rate) | aug / rec grad norm | s |",
-             "|---|---|---:|---|---:|---:|---:|---|---|---:|---:|"]
-    for s in rows:
-        mods = s.get("layer") or s.get("module") or {}
-        worst = max(mods.items(), key=lambda kv: kv[1]["conflict_rate"]) if mods else None
-        lo, hi = s["conflict_ci"]
-        q = s["cos_quantiles"]
-        lines.append("| " + " | ".join([
-            s["factor"], s["value"], str(s["steps"]),
-            f"{100 * s['conflict_rate']:.1f} % ({100 * lo:.1f}–{100 * hi:.1f})",
-            f"{100 * s['conflict_rate_first_half']:.0f} %", f"{100 * s['conflict_rate_second_half']:.0f} %",
-            f"{s['mean_cos']:.2f}", f"{q[0]:.2f} to {q[3]:.2f}" if q else "–",
-            (f"`{worst[0]}` ({100 * worst[1]['conflict_rate']:.0f} %; {100 * worst[1].get('dot_share', math.nan):.0f} % "
-             "of dot mass)") if worst else "–",
-            f"{s['norm_ratio_aug_orig']:.2f}", f"{s['seconds']:.0f}"]) + " |")
-    lines += ["", f"Each cell: seed {args.seed}, {args.epochs} epoch(s) × {args.steps} steps of dual-path training "
-              "without alignment from the minibench recipe, one thing changed; no dev split. Conflict: the two "
-              "path gradients (whole model) have a negative dot product. Module: the cosine restricted to one "
-              "layer group's parameters (second-level modules); a module can conflict while the whole model does "
-              "not; 'dot mass': that module's share of the summed absolute per-module dot products, i.e. how "
-              "much it can move the whole-model sign. Wall times are on the shared 2-core machine (other jobs "
-              "running)."]
-    missing = [c for c in getattr(args, "planned", []) if c not in {s["name"] for s in summaries}]
-    if missing:
-        lines += ["", f"Not finished yet ({len(missing)} of {len(missing) + len(summaries)} cells): "
-                  + ", ".join(f"`{m}`" for m in missing) + ". Rerunning `bench/conflict_study.py` runs them "
-                  "(finished cells are skipped) and regenerates this section."]
-    lines += [""] + [f"![{f}]({rel_fig}/{f})" for f in figs]
-    return "\n".join(lines) + "\n"
-
-
-def write_report(report: Path, table: str) -> None:
-    block = f"{BEGIN}\n<!-- generated by bench/conflict_study.py; do not edit by hand -->\n\n{table}\n{END}"
-    text = report.read_text() if report.exists() else "# Results\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    atomic_write_text(report, text)
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -476,11 +300,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--minibench", type=Path, default=REPO.parent / "shared" / "minibench")
     p.add_argument("--config", type=Path, default=REPO / "configs" / "minibench" / "base.yaml")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "conflict_study")
-    p.add_argument("--trained", type=Path, default=REPO / "runs" / "minibench" / "dual" / "seed1" / "model.pt",
-                   help="weights of a finished run for the training-stage cells (skipped when absent)")
+    p.add_argument("--trained", default=str(REPO / "runs" / "minibench" / "dual" / "seed{seed}" / "model.pt"),
+                   help="weights of a finished run for the training-stage cells, '{seed}' replaced by the run's seed "
+                        "(a cell is skipped when its file is absent)")
     p.add_argument("--cells", nargs="+", help="only these cells (see --list)")
     p.add_argument("--list", action="store_true", help="list the cells and exit")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="one run per cell and seed")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--steps", type=int, default=20, help="steps per epoch")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
@@ -492,13 +317,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     if argv is None and any(k not in os.environ for k in MALLOC_ENV):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**MALLOC_ENV, **os.environ})
-    trained = args.trained.resolve()
-    all_cells = cells(trained)
+
+    def trained(seed: int) -> Path:
+        return Path(args.trained.replace("{seed}", str(seed))).resolve()
+
+    all_cells = cells(trained(args.seeds[0]))
     if args.list:
         for c in all_cells:
             log(f"{c['name']:18s} {c['factor']:13s} {c['value']}")
         return 0
-    chosen = [c for c in all_cells if not args.cells or c["name"] in args.cells]
+    chosen = [c["name"] for c in all_cells if not args.cells or c["name"] in args.cells]
     unknown = set(args.cells or []) - {c["name"] for c in all_cells}
     if unknown:
         raise SystemExit(f"unknown cell(s) {sorted(unknown)}; see --list")
@@ -510,46 +338,61 @@ def main(argv: Optional[List[str]] = None) -> int:
     make_assets(out / "assets")
     base = yaml.safe_load(args.config.read_text())
     minibench = args.minibench.resolve()
-    summaries = []
     t0 = time.time()
     archive = None if str(args.archive) == "-" else args.archive.resolve()
     committed = committed_summaries(args.report) if args.report_only and str(args.report) != "-" else {}
-    for i, cell in enumerate(chosen, start=1):
-        cell_dir = out / cell["name"]
-        found = finished_summary(cell_dir, archive)
-        if found is not None:
-            summaries.append(found[0])
-            if found[1] == "run folder" and archive is not None and not (archive / f"{cell['name']}.json").is_file():
-                archive_cell(cell_dir, archive)
-            log(f"[{i}/{len(chosen)}] {cell['name']}: finished earlier, skipped ({found[1]})")
-            continue
-        if args.report_only:
-            if cell["name"] in committed:
-                summaries.append(committed[cell["name"]])
-                log(f"[{i}/{len(chosen)}] {cell['name']}: from the committed docs/conflict_study.json (--report-only)")
-            else:
-                log(f"[{i}/{len(chosen)}] {cell['name']}: not finished yet, left out (--report-only)")
-            continue
-        if cell["factor"] == "stage" and not trained.is_file():
-            log(f"[{i}/{len(chosen)}] {cell['name']}: skipped, no trained weights at {trained} (yet)")
-            continue
-        done = [s["seconds"] for s in summaries]
-        eta = f"; about {np.mean(done) * (len(chosen) - i + 1) / 60:.0f} min left" if done else ""
-        log(f"[{i}/{len(chosen)}] {cell['name']} ({cell['factor']}: {cell['value']}){eta}")
-        try:
-            s = run_cell(cell, cell_config(base, cell, minibench, out, args.seed, args.epochs, args.steps), cell_dir)
-        except Exception as e:  # noqa: BLE001 - one failing cell must not lose the others; a rerun retries it
-            log(f"    failed: {type(e).__name__}: {e}")
-            continue
-        if archive is not None:
-            archive_cell(cell_dir, archive)
-        log(f"    {s['steps']} steps, conflicts {100 * s['conflict_rate']:.1f} % "
-            f"({100 * s['conflict_ci'][0]:.1f}–{100 * s['conflict_ci'][1]:.1f}), mean cos {s['mean_cos']:.2f}, "
-            f"{s['seconds']:.0f} s")
-        summaries.append(s)
-    args.planned = [c["name"] for c in chosen]
-    study = {"seed": args.seed, "epochs": args.epochs, "steps_per_epoch": args.steps, "paper_rate": PAPER_RATE,
-             "cells": summaries}
+    finished: Dict[str, Dict[int, Dict[str, Any]]] = {name: {} for name in chosen}  # cell -> seed -> summary
+    total, times = len(chosen) * len(args.seeds), []
+    i = 0
+    for seed in args.seeds:  # seed-major: an interrupted study has whole seeds first
+        by_name = {c["name"]: c for c in cells(trained(seed))}
+        seed_out, seed_archive = out / f"seed{seed}", archive / f"seed{seed}" if archive else None
+        for name in chosen:
+            i += 1
+            cell, cell_dir, tag = by_name[name], seed_out / name, f"[{i}/{total}] {name} seed {seed}"
+            found = finished_summary(cell_dir, seed_archive)
+            if found is not None:
+                finished[name][seed] = found[0]
+                if found[1] == "run folder" and seed_archive is not None and not (seed_archive / f"{name}.json").is_file():
+                    archive_cell(cell_dir, seed_archive)
+                log(f"{tag}: finished earlier, skipped ({found[1]})")
+                continue
+            if args.report_only:
+                log(f"{tag}: not finished yet, left out (--report-only)")
+                continue
+            if cell["factor"] == "stage" and not trained(seed).is_file():
+                log(f"{tag}: skipped, no trained weights at {trained(seed)} (yet)")
+                continue
+            eta = f"; about {np.mean(times) * (total - i + 1) / 60:.0f} min left at most" if times else ""
+            log(f"{tag} ({cell['factor']}: {cell['value']}){eta}")
+            try:
+                s = run_cell(cell, cell_config(base, cell, minibench, out, seed, args.epochs, args.steps), cell_dir)
+            except Exception as e:  # noqa: BLE001 - one failing cell must not lose the others; a rerun retries it
+                log(f"    failed: {type(e).__name__}: {e}")
+                continue
+            if seed_archive is not None:
+                archive_cell(cell_dir, seed_archive)
+            log(f"    {s['steps']} steps, conflicts {100 * s['conflict_rate']:.1f} % "
+                f"({100 * s['conflict_ci'][0]:.1f}–{100 * s['conflict_ci'][1]:.1f}), mean cos {s['mean_cos']:.2f}, "
+                f"{s['seconds']:.0f} s")
+            times.append(s["seconds"])
+            finished[name][seed] = s
+    summaries = []
+    for name in chosen:
+        runs = finished[name]
+        if runs:
+            cell = next(c for c in all_cells if c["name"] == name)
+            summaries.append(combine_seeds(cell, {
+                k: (sm, load_steps(out / f"seed{k}" / name, archive / f"seed{k}" if archive else None))
+                for k, sm in runs.items()}))
+        elif name in committed:
+            summaries.append(committed[name])
+            log(f"{name}: from the committed docs/conflict_study.json (--report-only)")
+    args.planned = chosen
+    args.missing_runs = [f"{name} seed {k}" for name in chosen for k in args.seeds if k not in finished[name]]
+    study = {"seeds": args.seeds, "epochs": args.epochs, "steps_per_epoch": args.steps, "paper_rate": PAPER_RATE,
+             "cells": summaries,
+             "runs": {name: {str(k): sm for k, sm in sorted(runs.items())} for name, runs in finished.items()}}
     atomic_write_text(out / "study.json", json.dumps(study, indent=1))
     if str(args.report) != "-":
         fig_dir = args.report.parent / "figures"

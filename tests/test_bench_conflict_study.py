@@ -75,9 +75,9 @@ def test_report_table_and_figures(tmp_path):
     out = tmp_path / "out"
     summaries = []
     for name, every in (("base", 20), ("batch4", 4)):
-        (out / name).mkdir(parents=True)
+        (out / "seed1" / name).mkdir(parents=True)
         recs = _records(20, every)
-        (out / name / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        (out / "seed1" / name / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
         summaries.append(study.summarize_cell({"name": name, "factor": "base" if name == "base" else "batch",
                                                "value": name}, recs, 5.0))
     figs = study.figures(summaries, out, tmp_path / "figures")
@@ -85,7 +85,7 @@ def test_report_table_and_figures(tmp_path):
     assert all((tmp_path / "figures" / f).stat().st_size > 0 for f in figs)
 
     class Args:
-        seed, epochs, steps = 1, 2, 10
+        epochs, steps = 2, 10
 
     table = study.markdown(summaries, Args, figs, "figures")
     assert "| batch | batch4 | 20 | 25.0 % (" in table and "`cnn.0` (100 %; 25 % of dot mass)" in table
@@ -141,7 +141,7 @@ def test_a_cell_trains_and_records_every_step(tmp_path, minibench_dir):
 
 
 def test_a_finished_cell_is_archived_and_its_figures_rebuild_from_the_archive(tmp_path):
-    out, archive = tmp_path / "out", tmp_path / "archive"
+    out, archive = tmp_path / "out" / "seed1", tmp_path / "archive"
     summaries = []
     for name, every in (("base", 20), ("batch4", 4)):
         (out / name).mkdir(parents=True)
@@ -149,15 +149,15 @@ def test_a_finished_cell_is_archived_and_its_figures_rebuild_from_the_archive(tm
         (out / name / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
         s = study.summarize_cell({"name": name, "factor": "base" if name == "base" else "batch", "value": name}, recs, 5.0)
         (out / name / "cell.json").write_text(json.dumps(s))
-        study.archive_cell(out / name, archive)
+        study.archive_cell(out / name, archive / "seed1")
         summaries.append(s)
-    first = (archive / "batch4.steps.jsonl.gz").read_bytes()
-    study.archive_cell(out / "batch4", archive)
-    assert (archive / "batch4.steps.jsonl.gz").read_bytes() == first  # deterministic bytes
+    first = (archive / "seed1" / "batch4.steps.jsonl.gz").read_bytes()
+    study.archive_cell(out / "batch4", archive / "seed1")
+    assert (archive / "seed1" / "batch4.steps.jsonl.gz").read_bytes() == first  # deterministic bytes
     lost = tmp_path / "lost"  # a fresh clone: no run folders
-    assert study.finished_summary(lost / "batch4", archive) == (json.loads(json.dumps(summaries[1])), "archive")
+    assert study.finished_summary(lost / "batch4", archive / "seed1") == (json.loads(json.dumps(summaries[1])), "archive")
     assert study.finished_summary(lost / "batch4", None) is None
-    assert study.load_steps(lost / "batch4", archive) == _records(20, 4)
+    assert study.load_steps(lost / "batch4", archive / "seed1") == _records(20, 4)
     figs = study.figures(summaries, lost, tmp_path / "figures", archive)
     assert figs == ["conflict_study_rates.png", "conflict_study_heatmap.png"]
 
@@ -180,3 +180,65 @@ def test_report_only_without_runs_or_archive_uses_the_committed_summary_and_keep
     with pytest.raises(SystemExit, match="conflict_study.json: not a conflict-study summary"):
         study.main(["--report-only", "--cells", "base", "--report", str(report), "--out", str(tmp_path / "out"),
                     "--archive", "-", "--minibench", str(tmp_path)])
+
+
+def _archive_run(archive, seed, name, factor, recs, seconds=5.0):
+    run = archive.parent / "runs" / f"seed{seed}" / name
+    run.mkdir(parents=True)
+    (run / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    s = study.summarize_cell({"name": name, "factor": factor, "value": name}, recs, seconds)
+    (run / "cell.json").write_text(json.dumps(s))
+    study.archive_cell(run, archive / f"seed{seed}")
+    return s
+
+
+def test_combine_seeds_pools_the_steps_and_keeps_each_seed():
+    cell = {"name": "base", "factor": "base", "value": "LCNN"}
+    a, b = _records(20, 4), _records(20, 20)  # 5 and 1 conflicts of 20
+    sa, sb = study.summarize_cell(cell, a, 10.0), study.summarize_cell(cell, b, 30.0)
+    row = study.combine_seeds(cell, {1: (sa, a), 2: (sb, b)})
+    assert (row["steps"], row["conflicts"]) == (40, 6) and row["conflict_ci"] == pytest.approx(study.wilson(6, 40))
+    assert row["seeds"] == [1, 2] and [p["conflict_rate"] for p in row["per_seed"]] == pytest.approx([0.25, 0.05])
+    assert row["seconds"] == pytest.approx(20.0)  # mean per run
+    assert row["layer"]["cnn.0"]["conflict_rate"] == 1.0 and row["module"]["cnn"]["conflict_rate"] == pytest.approx(6 / 40)
+    assert row["conflict_rate_first_half"] == pytest.approx((sa["conflict_rate_first_half"]
+                                                              + sb["conflict_rate_first_half"]) / 2)
+    only = study.combine_seeds(cell, {1: (sa, None), 2: (sb, b)})  # a seed without records: summaries only
+    assert (only["steps"], only["conflicts"]) == (40, 6) and only["layer"] == {}
+    assert only["mean_cos"] == pytest.approx((sa["mean_cos"] + sb["mean_cos"]) / 2)
+    json.dumps(row)
+
+
+def test_heat_map_pools_the_bins_of_every_seed():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a = _records(4, 1)  # every step conflicts in cnn (module_cos -0.2)
+    b = _records(4, 100)  # only the first step
+    fig, ax = plt.subplots()
+    im = study.heat_map(ax, [a, b], "module_cos", 2, "t")
+    grid = im.get_array()
+    plt.close(fig)
+    # row cnn: bin 1 = steps 1-2 of both runs: 3 of 4 negative; bin 2: 2 of 4
+    assert grid[0].tolist() == pytest.approx([75.0, 50.0]) and grid[1].tolist() == pytest.approx([0.0, 0.0])
+
+
+def test_report_only_pools_the_archived_seeds(tmp_path, capsys):
+    archive = tmp_path / "archive"
+    _archive_run(archive, 1, "base", "base", _records(20, 4))
+    _archive_run(archive, 2, "base", "base", _records(20, 20))
+    _archive_run(archive, 1, "batch4", "batch", _records(20, 2))
+    report = tmp_path / "docs" / "RESULTS.md"
+    report.parent.mkdir()
+    report.write_text("# R\n")
+    assert study.main(["--report-only", "--cells", "base", "batch4", "--seeds", "1", "2", "--report", str(report),
+                       "--out", str(tmp_path / "fresh"), "--archive", str(archive), "--minibench", str(tmp_path)]) == 0
+    text = report.read_text()
+    assert "| base | LCNN, RawBoost 4, batch 16, lr 1e-3 | 40 | 15.0 % (" in text and "| 25.0 / 5.0 |" in text
+    assert "| batch | 4 | 20 | 50.0 % (" in text and "batch4 seed 2" in text  # the run still missing is named
+    assert (report.parent / "figures" / "conflict_study_heatmap.png").stat().st_size > 0  # rebuilt from the archive
+    saved = json.loads((report.parent / "conflict_study.json").read_text())
+    assert saved["seeds"] == [1, 2] and set(saved["runs"]["base"]) == {"1", "2"}
+
