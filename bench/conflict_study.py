@@ -391,8 +391,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.planned = chosen
     args.missing_runs = [f"{name} seed {k}" for name in chosen for k in args.seeds if k not in finished[name]]
     study = {"seeds": args.seeds, "epochs": args.epochs, "steps_per_epoch": args.steps, "paper_rate": PAPER_RATE,
-             "cells": summaries,
-             "runs": {name: {str(k): sm for k, sm in sorted(runs.items())} for name, runs in finished.items()}}
+             "cells": summaries}  # each run's own summary is in the archive (seed<k>/<cell>.json)
     atomic_write_text(out / "study.json", json.dumps(study, indent=1))
     if str(args.report) != "-":
         fig_dir = args.report.parent / "figures"

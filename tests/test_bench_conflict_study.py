@@ -240,5 +240,5 @@ def test_report_only_pools_the_archived_seeds(tmp_path, capsys):
     assert "| batch | 4 | 20 | 50.0 % (" in text and "batch4 seed 2" in text  # the run still missing is named
     assert (report.parent / "figures" / "conflict_study_heatmap.png").stat().st_size > 0  # rebuilt from the archive
     saved = json.loads((report.parent / "conflict_study.json").read_text())
-    assert saved["seeds"] == [1, 2] and set(saved["runs"]["base"]) == {"1", "2"}
+    assert saved["seeds"] == [1, 2] and [p["seed"] for p in saved["cells"][0]["per_seed"]] == [1, 2]
 
