@@ -256,23 +256,17 @@ def plot(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]], out_dir
                         label=m.get("label", m["name"]) if j == 0 else None)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    per_method(ax, "conflict_rate", 100.0, skip_single=True)
-    ax.set(xlabel="epoch", ylabel="conflicting steps (%)", title="Conflict rate per epoch (one line per seed)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_dir / f"{prefix}conflict_rate.png", dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    per_method(ax, "dev_loss")
-    ax.set(xlabel="epoch", ylabel="dev loss (CE)", title="Dev loss per epoch (one line per seed)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_dir / f"{prefix}dev_loss.png", dpi=110)
-    plt.close(fig)
+    for key, scale, skip_single, ylabel, title in (
+            ("conflict_rate", 100.0, True, "conflicting steps (%)", "Conflict rate per epoch (one line per seed)"),
+            ("dev_loss", 1.0, False, "dev loss (CE)", "Dev loss per epoch (one line per seed)")):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        per_method(ax, key, scale, skip_single=skip_single)
+        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{prefix}{key}.png", dpi=110)
+        plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, key, name in ((axes[0], "mean_norm_orig", "recorded path"), (axes[1], "mean_norm_aug", "augmented path")):
