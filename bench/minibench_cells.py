@@ -196,6 +196,10 @@ def run_cell(grid_name: str, method: Dict[str, Any], seed: int, base: Dict[str, 
     summary = json.loads((run_dir / "summary.json").read_text())
     epochs = epoch_records(run_dir)
     walls = json.loads((run_dir / "bench_wall.json").read_text())
+    if walls.get("train") is None:  # trained to the end by a run whose runner was stopped: no runner timing
+        walls["train"] = sum(e.get("seconds") or 0.0 for e in epochs)
+        log(f"  {run_dir}: its runner stopped before timing the training; train time = the sum of its epochs")
+        atomic_write_text(run_dir / "bench_wall.json", json.dumps(walls))
     result = {
         "method": method["name"], "seed": seed, "mode": cfg["train"]["mode"],
         "eer": {s: scores[s]["eer"] for s in SPLITS},
