@@ -70,10 +70,9 @@ from conflict_study_report import (  # noqa: E402,F401  (re-exported for callers
     write_report,
 )
 from minibench_archive import gzip_bytes, write_bytes_atomic  # noqa: E402
+from minibench_cells import MALLOC_ENV  # noqa: E402  (freed activation buffers stay in the process)
 
 REPO = Path(__file__).resolve().parent.parent
-#: glibc settings as bench/minibench.py (freed activation buffers stay in the process)
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 
 
 # ----------------------------------------------------------------------------- cells
