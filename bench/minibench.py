@@ -273,7 +273,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"{sum(d is None for d in done)} were archived already, "
             f"{sum(not store.in_runs(n, s) for s, n in cells)} cell(s) have no finished run")
         return 0
-    log(progress_line(grid_name, expected_left(store, cells)))
+    log(progress_line(grid_name, expected_left(store, cells), args.jobs))
     if args.status:
         for seed, name in cells:
             st = cell_state(store, name, seed)
@@ -289,7 +289,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         was_finished = store.source(name, seed) is not None
         result = run_cell(f"{k}/{len(cells)}", by_name[name], seed, base, minibench, store, args.overrides)
         if not was_finished:
-            log(progress_line(grid_name, expected_left(store, cells)))
+            log(progress_line(grid_name, expected_left(store, cells), args.jobs))
         return result
 
     for (_, _, name), result in zip(todo, in_order(one, todo, args.jobs)):

@@ -291,8 +291,17 @@ def expected_left(out: Any, cells: Sequence[tuple]) -> Dict[str, Any]:
             "per_method": {m: statistics.fmean(ts) for m, ts in per_method.items()}}
 
 
-def progress_line(grid_name: str, todo: Dict[str, Any]) -> str:
-    eta = ("unknown until a cell has finished" if todo["seconds"] is None
-           else f"expected about {_fmt_duration(todo['seconds'])} more (from the measured times of finished cells)")
+def progress_line(grid_name: str, todo: Dict[str, Any], jobs: int = 1) -> str:
+    """One line: cells finished and left, and the time left. ``todo['seconds']`` is cell time (the sum
+    over the cells left); with ``jobs`` cells at a time the wall time is about that divided by ``jobs``
+    (the measured cell times already include the slowdown of sharing the machine, if they shared it)."""
+    if todo["seconds"] is None:
+        eta = "unknown until a cell has finished"
+    elif jobs > 1:
+        wall = todo["seconds"] / min(jobs, max(len(todo["left"]), 1))
+        eta = (f"expected about {_fmt_duration(wall)} more with {jobs} cells at a time "
+               f"({_fmt_duration(todo['seconds'])} of cell time, from the measured times of finished cells)")
+    else:
+        eta = f"expected about {_fmt_duration(todo['seconds'])} more (from the measured times of finished cells)"
     partial = f", {len(todo['partial'])} partly done" if todo["partial"] else ""
     return f"[{grid_name}] {todo['finished']}/{todo['total']} cells finished, {len(todo['left'])} left{partial}; {eta}"

@@ -308,6 +308,8 @@ def test_what_is_left_and_the_time_it_should_take(tmp_path, capsys):
     # dual seed 3: 120 - 50 spent; pcgrad seed 3: 80; gradvac (none finished): the mean of all, 100, three times
     assert todo["seconds"] == pytest.approx(70.0 + 80.0 + 3 * 100.0)
     assert "4/9 cells finished, 5 left, 1 partly done; expected about 7 min 30 s more" in runner.progress_line("g", todo)
+    assert ("expected about 3 min 45 s more with 2 cells at a time (7 min 30 s of cell time"
+            in runner.progress_line("g", todo, jobs=2))
     assert runner.expected_left(tmp_path / "empty", cells)["seconds"] is None
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"seeds": [1, 2, 3], "baseline": "dual", "methods": [
