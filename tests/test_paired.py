@@ -20,6 +20,7 @@ from dpda.evaluation.paired import (
     eer_percent_rows,
     power_sentence,
     seeds_needed,
+    trials_factor_needed,
     t_interval,
 )
 from dpda.metrics import compute_eer
@@ -181,9 +182,28 @@ def test_seeds_needed_is_the_smallest_sufficient_number():
     assert m > n  # the test set's error adds to every seed count
     assert seeds_needed(1.0, 0.5, 1.0)[0] is None  # 2.8 * 0.5 > 1: more seeds cannot make up for the test set
     assert "larger test set" in seeds_needed(1.0, 0.5, 1.0)[1]
+    assert "at least 2.0x as many trials even with unlimited seeds; 8 seeds are too few" in seeds_needed(1.0, 0.5, 1.0)[1]
+    assert "with 8 seeds, about 4.0x larger" in seeds_needed(0.5, 0.5, 1.0)[1]
     c = compare_eers({1: 18.0, 2: 23.0, 3: 20.0, 4: 19.0}, {1: 20.0, 2: 21.0, 3: 22.0, 4: 20.0}, n_boot=300)
     assert c.seeds_needed == seeds_needed(c.seed_sd, 0.0, 0.05 * np.mean(c.baseline_eer))[0]
     assert f"about {c.seeds_needed} seeds per method" in power_sentence(c)
+
+
+def test_trials_factor_needed_is_the_growth_that_makes_a_difference_detectable():
+    from scipy.stats import t
+
+    z = 1.959964 + 0.841621
+    # unlimited seeds: SE / sqrt(k) must come down to delta / z
+    assert trials_factor_needed(1.0, 0.5, 1.0) == pytest.approx((z * 0.5) ** 2, rel=1e-5)
+    assert trials_factor_needed(1.0, 0.1, 1.0) == 1.0  # already large enough
+    k = trials_factor_needed(0.5, 0.5, 1.0, n_seeds=8)
+    q = t.ppf(0.975, 7) + t.ppf(0.8, 7)
+    assert q * math.sqrt(0.5 ** 2 / 8 + 0.5 ** 2 / k) == pytest.approx(1.0, rel=1e-9)  # exactly enough
+    assert k > trials_factor_needed(1.0, 0.5, 1.0)  # the seeds' share leaves less room for the test set
+    assert trials_factor_needed(1.0, 0.5, 1.0, n_seeds=8) is None  # 3.26 * sqrt(1 / 8) > 1: 8 seeds cannot
+    assert trials_factor_needed(None, 0.5, 1.0, n_seeds=8) is None
+    with pytest.raises(ValueError, match="n_seeds"):
+        trials_factor_needed(1.0, 0.5, 1.0, n_seeds=1)
 
 
 def test_loads_without_torch():

@@ -201,8 +201,36 @@ def t_interval(diffs: Sequence[float], level: float) -> Optional[Tuple[float, fl
     return m - half, m + half
 
 
+def trials_factor_needed(seed_sd: Optional[float], trial_se: float, delta: float, n_seeds: Optional[int] = None,
+                    level: float = 0.95, power: float = 0.8) -> Optional[float]:
+    """How many times larger the test set must be for ``delta`` to be detectable.
+
+    Assumes the test set's sampling error of the paired difference shrinks as ``1 / sqrt(trials)``
+    (both classes grown in proportion). With ``n_seeds=None`` the seeds are unlimited (only the test
+    set's error counts, normal quantiles); with ``n_seeds`` seeds and a known ``seed_sd`` the t
+    quantiles with ``n_seeds - 1`` degrees of freedom and the seeds' share of the variance count
+    too. Returns a factor >= 1 (1.0: the present test set is large enough), or None when
+    ``n_seeds`` seeds are too few at any test-set size (or the spread is unknown).
+    """
+    if delta <= 0:
+        raise ValueError(f"delta must be > 0, got {delta!r}")
+    if n_seeds is None:
+        q, seed_var = NormalDist().inv_cdf(0.5 + level / 2.0) + NormalDist().inv_cdf(power), 0.0
+    else:
+        if n_seeds < 2:
+            raise ValueError(f"n_seeds must be >= 2, got {n_seeds!r}")
+        if seed_sd is None or not math.isfinite(seed_sd):
+            return None
+        q = _t_quantile(0.5 + level / 2.0, n_seeds - 1) + _t_quantile(power, n_seeds - 1)
+        seed_var = seed_sd ** 2 / n_seeds
+    room = (delta / q) ** 2 - seed_var  # the variance the test set may still have
+    if room <= 0:
+        return None
+    return max(trial_se ** 2 / room, 1.0)
+
+
 def seeds_needed(seed_sd: Optional[float], trial_se: float, delta: float, level: float = 0.95,
-                 power: float = 0.8, max_seeds: int = 10_000) -> Tuple[Optional[int], str]:
+                 power: float = 0.8, max_seeds: int = 10_000, seeds_planned: int = 8) -> Tuple[Optional[int], str]:
     """Seeds per method for a two-sided paired test at ``1 - level`` with ``power`` to detect a difference ``delta``.
 
     Variance of the mean paired difference over ``n`` seeds on one fixed test
@@ -211,7 +239,9 @@ def seeds_needed(seed_sd: Optional[float], trial_se: float, delta: float, level:
     ``(t_{level} + t_{power}) * sqrt(seed_sd**2 / n + trial_se**2) <= delta``
     (t quantiles with ``n - 1`` degrees of freedom). Returns ``(n, note)``, or
     ``(None, reason)`` when no number of seeds is enough (the test set's own
-    error is too large) or the spread is unknown.
+    error is too large; the reason then says how much larger the test set must
+    be, with unlimited seeds and with ``seeds_planned``, see :func:`trials_factor_needed`)
+    or the spread is unknown.
     """
     if delta <= 0:
         raise ValueError(f"delta must be > 0, got {delta!r}")
@@ -219,8 +249,13 @@ def seeds_needed(seed_sd: Optional[float], trial_se: float, delta: float, level:
         return None, "the seed-to-seed spread is unknown (one seed)"
     z = NormalDist().inv_cdf(0.5 + level / 2.0) + NormalDist().inv_cdf(power)
     if z * trial_se >= delta:
+        unlimited = trials_factor_needed(seed_sd, trial_se, delta, None, level, power)
+        planned = trials_factor_needed(seed_sd, trial_se, delta, seeds_planned, level, power)
+        with_planned = (f"with {seeds_planned} seeds, about {planned:.1f}x larger" if planned is not None else
+                        f"{seeds_planned} seeds are too few at any test-set size")
         return None, (f"not reachable by adding seeds: the test set's own sampling error (SE {trial_se:.2f} points) "
-                      f"is too large for a {delta:.2f}-point difference; a larger test set is needed")
+                      f"is too large for a {delta:.2f}-point difference; a larger test set is needed (at least "
+                      f"{unlimited:.1f}x as many trials even with unlimited seeds; {with_planned})")
     for n in range(2, max_seeds + 1):
         q = _t_quantile(0.5 + level / 2.0, n - 1) + _t_quantile(power, n - 1)
         if q * math.sqrt(seed_sd ** 2 / n + trial_se ** 2) <= delta:
@@ -400,5 +435,5 @@ def power_sentence(c: PairedComparison) -> str:
 
 __all__ = [
     "CHUNK", "PairedComparison", "TRIAL_MODES", "Trials", "compare", "compare_eers", "eer_percent", "eer_percent_rows",
-    "power_sentence", "seeds_needed", "sentence", "t_interval",
+    "power_sentence", "seeds_needed", "sentence", "t_interval", "trials_factor_needed",
 ]
