@@ -11,7 +11,9 @@ below) or has ``result.json`` in its run folder is finished and skipped; a cell 
 training was interrupted continues with ``dpda train --resume`` from its last
 checkpoint (``--checkpoint-every`` steps, default 100, and every epoch end);
 scoring continues from its ``.partial`` file. Rerunning the same command after
-an interruption therefore finishes the grid without redoing finished work.
+an interruption therefore finishes the grid without redoing finished work;
+``--stop-after HOURS`` ends a sitting cleanly (no cell starts after it, cells in
+training stop with their checkpoints kept, exit code 3).
 Before the first cell and after every cell it trains, it prints how many cells
 are finished, partly done and left, and the time the rest should take (each
 cell left: the mean measured wall time of its method's finished cells, or of
@@ -98,7 +100,7 @@ from minibench_report import (  # noqa: E402,F401  (BEGIN, END re-exported for c
 import minibench_cells  # noqa: E402
 from minibench_cells import (  # noqa: E402,F401  (re-exported for callers)
     MALLOC_ENV, agreement, archive_cell, cell_config, cell_state, expected_left, in_order, log, pin_threads,
-    progress_line, run_cell,
+    TimeLimitReached, progress_line, run_cell,
 )
 from minibench_stats import paired_stats  # noqa: E402
 
@@ -221,6 +223,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--boot", type=int, default=2000, metavar="N",
                    help="bootstrap replicates of the paired intervals (per-attack intervals use half; default 2000)")
     p.add_argument("--no-stats", action="store_true", help="leave out the paired statistics (faster tables)")
+    p.add_argument("--stop-after", type=float, default=None, metavar="HOURS",
+                   help="a time limit for this sitting: after HOURS no cell starts and the cells in training are "
+                        f"stopped (their last checkpoint kept; the same command resumes them); exit code "
+                        f"{EXIT_TIME_LIMIT} when the limit stopped the grid")
+    p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)  # --all: one absolute limit
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
                    help="checkpoint training every STEPS steps inside an epoch, so that an interrupted cell "
                         "resumes close to where it stopped (default 100)")
@@ -235,6 +242,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs: expected a positive number of cells at a time, got {args.jobs}")
+    if args.stop_after is not None and not args.stop_after > 0:
+        p.error(f"--stop-after: expected a positive number of hours, got {args.stop_after}")
+    if args.deadline is None and args.stop_after is not None:
+        args.deadline = time.time() + 3600.0 * args.stop_after
     if args.all:
         return run_all(args, argv)
     if args.report is None:
@@ -281,6 +292,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             log(f"  {name} seed {seed}: {st['state']}{where}" + (f" ({st['seconds']:.0f} s)" if st["seconds"] else ""))
         return 0
     minibench_cells.CHECKPOINT_EVERY = args.checkpoint_every
+    minibench_cells.DEADLINE = args.deadline
     pin_threads(grid.get("threads"), grid_name)
     todo = [(k, seed, name) for k, (seed, name) in enumerate(cells, start=1)
             if not (args.no_train and store.source(name, seed) is None)]
@@ -292,7 +304,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             log(progress_line(grid_name, expected_left(store, cells), args.jobs))
         return result
 
-    for (_, _, name), result in zip(todo, in_order(one, todo, args.jobs)):
+    try:
+        done = in_order(one, todo, args.jobs)
+    except TimeLimitReached as stop:
+        log(f"[{grid_name}] {stop}")
+        log(progress_line(grid_name, expected_left(store, cells), args.jobs))
+        log(f"[{grid_name}] stopped: the --stop-after time is up; the same command continues where this one stopped")
+        return EXIT_TIME_LIMIT
+    for (_, _, name), result in zip(todo, done):
         results[name].append(result)
     if args.no_train:  # the tables over the seeds that every method has finished
         complete = [s for s in seeds if all(store.source(m["name"], s) is not None for m in methods)]
@@ -349,6 +368,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+#: exit code of a grid stopped by --stop-after (finished cells archived, the rest resumable)
+EXIT_TIME_LIMIT = 3
 #: the grids of docs/RESULTS.md, in the order --all runs them (configs/minibench/)
 ALL_GRIDS = ("grid.yaml", "grid_split_control.yaml", "grid_batch4.yaml", "grid_equal_compute.yaml", "grid_converge.yaml")
 #: options that --all passes on to each grid
@@ -368,6 +389,8 @@ def run_all(args: argparse.Namespace, argv: Optional[List[str]]) -> int:
             passed += [a, raw[i + 1]]
     passed += [a for a in ("--no-stats", "--no-train", "--status") if getattr(args, a[2:].replace("-", "_"))]
     passed += ["--jobs", str(args.jobs)]
+    if args.deadline is not None:
+        passed += ["--deadline", repr(args.deadline)]
     for name in ALL_GRIDS:
         log(f"== {name}")
         code = main(["--grid", str(REPO / "configs" / "minibench" / name), *passed])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -68,6 +69,34 @@ def _add_wall(run_dir: Path, key: str, seconds: float) -> None:
 #: ``dpda train --checkpoint-every`` of the cells (set by ``--checkpoint-every``)
 CHECKPOINT_EVERY = 100
 
+#: ``time.time()`` after which no cell starts training and a cell in training is stopped (its last checkpoint
+#: kept, so the next sitting resumes it); None: no limit (set by ``--stop-after``)
+DEADLINE: Optional[float] = None
+
+
+class TimeLimitReached(RuntimeError):
+    """The grid's ``--stop-after`` time is up; cells not finished resume from their checkpoints next time."""
+
+
+def wait_or_interrupt(proc: "subprocess.Popen[Any]", deadline: Optional[float], grace_s: float = 60.0) -> bool:
+    """Wait for ``proc``; at ``deadline`` (``time.time()``) send it SIGINT (``dpda train`` exits with code 130 and
+    keeps its last checkpoint) and kill it if it is still running ``grace_s`` seconds later. Returns whether it
+    was interrupted (a process that ends by itself before the deadline was not)."""
+    if deadline is None:
+        proc.wait()
+        return False
+    try:
+        proc.wait(timeout=max(deadline - time.time(), 0.0))
+        return False
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return True
+
 
 def pin_threads(threads: Optional[int], grid_name: str) -> None:
     """A grid's ``threads``: every cell trains (a ``dpda train`` subprocess, through the environment) and is
@@ -107,8 +136,12 @@ def train_cell(cfg_path: Path, run_dir: Path) -> None:
     env = {**os.environ, **{k: v for k, v in MALLOC_ENV.items() if k not in os.environ}}
     t0 = time.time()
     with open(run_dir.parent / f"{run_dir.name}.log", "a") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        interrupted = wait_or_interrupt(proc, DEADLINE)
     _add_wall(run_dir, "train", time.time() - t0)
+    if interrupted:
+        raise TimeLimitReached(f"{run_dir}: training stopped at the time limit after {time.time() - t0:.0f} s; "
+                               f"it resumes from its last checkpoint")
     if proc.returncode != 0:
         raise SystemExit(f"training failed (exit {proc.returncode}); see {run_dir.parent / (run_dir.name + '.log')}")
 
@@ -184,6 +217,8 @@ def run_cell(grid_name: str, method: Dict[str, Any], seed: int, base: Dict[str, 
         log(f"[{grid_name}] {name} seed {seed}: finished earlier, skipped")
         archive_cell(store, name, seed, cfg, minibench)
         return store.result(name, seed)
+    if DEADLINE is not None and time.time() >= DEADLINE:
+        raise TimeLimitReached(f"{name} seed {seed}: not started, the time limit is reached")
     log(f"[{grid_name}] {name} seed {seed}: training")
     cell_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(exist_ok=True)

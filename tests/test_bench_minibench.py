@@ -367,3 +367,45 @@ def test_in_order_runs_cells_side_by_side_and_keeps_the_grid_order():
 
     with pytest.raises(SystemExit, match="training failed"):
         runner.in_order(failing, tasks, jobs=2)
+
+
+def test_a_time_limit_interrupts_a_subprocess_and_spares_one_that_ends_before_it():
+    import subprocess
+    import sys
+    import time
+
+    cells = runner.minibench_cells
+    quick = subprocess.Popen([sys.executable, "-c", "pass"])
+    assert cells.wait_or_interrupt(quick, time.time() + 60) is False and quick.returncode == 0
+    # the child says when it is ready, so the SIGINT reaches Python's handler (KeyboardInterrupt), not startup
+    slow = subprocess.Popen([sys.executable, "-c", "import sys, time\nprint('up', flush=True)\ntry:\n"
+                             "    time.sleep(60)\nexcept KeyboardInterrupt:\n    sys.exit(130)"],
+                            stdout=subprocess.PIPE, text=True)
+    assert slow.stdout.readline().strip() == "up"
+    t0 = time.time()
+    assert cells.wait_or_interrupt(slow, time.time() + 0.2, grace_s=20) is True
+    assert slow.returncode == 130 and time.time() - t0 < 15  # stopped by SIGINT, not by the 60 s sleep
+    slow.stdout.close()
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
+                                 "signal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('up', flush=True)\n"
+                                 "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert stubborn.stdout.readline().strip() == "up"
+    assert cells.wait_or_interrupt(stubborn, time.time(), grace_s=0.5) is True
+    assert stubborn.returncode == -9  # killed after the grace period
+    stubborn.stdout.close()
+
+
+def test_a_grid_past_its_time_limit_starts_no_cell_and_says_so(tmp_path, capsys, monkeypatch):
+    mb, out, _ = _scored_grid(tmp_path, seeds=(1,))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"seeds": [1, 2], "baseline": "dual", "methods": [
+        {"name": n, "set": {}} for n in ("dual", "pcgrad")]}))
+    monkeypatch.setattr(runner.minibench_cells, "train_cell", lambda *a: pytest.fail("a cell was trained"))
+    code = runner.main(["--minibench", str(mb), "--out", str(out), "--grid", str(grid), "--archive", "-",
+                        "--report", "-", "--deadline", "1.0"])
+    said = capsys.readouterr().out
+    assert code == runner.EXIT_TIME_LIMIT == 3
+    assert "dual seed 2: not started, the time limit is reached" in said
+    assert "2/4 cells finished, 2 left" in said and "the same command continues" in said
+    with pytest.raises(SystemExit):
+        runner.main(["--grid", str(grid), "--stop-after", "0"])
