@@ -113,15 +113,42 @@ def pin_threads(threads: Optional[int], grid_name: str) -> None:
     torch.set_num_threads(threads)
 
 
+class _NotStarted(Exception):
+    """A task left out because an earlier one failed."""
+
+
 def in_order(fn: Any, tasks: Sequence[tuple], jobs: int = 1) -> List[Any]:
     """``[fn(*t) for t in tasks]``, with up to ``jobs`` calls at a time (threads: each cell's training is its own
-    ``dpda train`` process); results in the order of ``tasks``, the first failure raised."""
+    ``dpda train`` process); results in the order of ``tasks``.
+
+    As with one at a time, a failure ends the grid: once a call has failed no further call starts; the
+    calls already running finish (a cell in training is not thrown away), then the failure of the earliest
+    task (in the order of ``tasks``) is raised.
+    """
     if jobs <= 1:
         return [fn(*t) for t in tasks]
-    from concurrent.futures import ThreadPoolExecutor
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    failed = threading.Event()
+
+    def call(t: tuple) -> Any:
+        if failed.is_set():
+            raise _NotStarted()
+        try:
+            return fn(*t)
+        except BaseException:
+            failed.set()  # in this worker, before it takes the next task
+            raise
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(lambda t: fn(*t), tasks))
+        futures = [pool.submit(call, t) for t in tasks]
+        wait(futures)
+    for f in futures:
+        err = f.exception()
+        if err is not None and not isinstance(err, _NotStarted):
+            raise err
+    return [f.result() for f in futures]
 
 
 def train_cell(cfg_path: Path, run_dir: Path) -> None:

@@ -360,13 +360,25 @@ def test_in_order_runs_cells_side_by_side_and_keeps_the_grid_order():
     peak[0] = 0
     assert runner.in_order(cell, tasks) == [1, 2, 3, 4] and peak[0] == 1
 
+    started = []
+
     def failing(k, delay):
-        if k == 3:
+        started.append(k)
+        if k == 2:
             raise SystemExit("training failed (exit 1)")
+        if k == 3:
+            raise RuntimeError("a later failure")
+        time.sleep(delay)
         return k
 
+    # 2 fails at once while 1 is still running: 1 finishes, 3 and 4 never start, 2's failure is raised
     with pytest.raises(SystemExit, match="training failed"):
         runner.in_order(failing, tasks, jobs=2)
+    assert sorted(started) == [1, 2]
+    started.clear()
+    with pytest.raises(SystemExit, match="training failed"):
+        runner.in_order(failing, tasks)
+    assert started == [1, 2]
 
 
 def test_a_time_limit_interrupts_a_subprocess_and_spares_one_that_ends_before_it():

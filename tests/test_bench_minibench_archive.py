@@ -225,17 +225,22 @@ def test_all_runs_every_grid_into_its_section_and_refuses_per_grid_options(tmp_p
     calls = []
     monkeypatch.setattr(runner, "main", lambda argv: calls.append(argv) or 0, raising=True)
     monkeypatch.setattr(runner.subprocess, "run", lambda cmd: calls.append(cmd) or type("P", (), {"returncode": 0}))
-    args = runner.argparse.Namespace(status=False, no_stats=True, no_train=True, report=tmp_path / "R.md", jobs=2)
+    args = runner.argparse.Namespace(status=False, no_stats=True, no_train=True, report=tmp_path / "R.md", jobs=2,
+                                     deadline=1234.5)
     assert runner.run_all(args, ["--all", "--no-train", "--no-stats", "--report", str(tmp_path / "R.md")]) == 0
     grids = [c[c.index("--grid") + 1] for c in calls[:-1]]
     assert [g.rsplit("/", 1)[-1] for g in grids] == list(runner.ALL_GRIDS)
     assert all("--no-train" in c and "--no-stats" in c and str(tmp_path / "R.md") in c for c in calls[:-1])
     assert all(c[c.index("--jobs") + 1] == "2" for c in calls[:-1])
+    assert all(float(c[c.index("--deadline") + 1]) == 1234.5 for c in calls[:-1])  # one time limit for all grids
     assert calls[-1][1].endswith("conflict_study.py") and "--report-only" in calls[-1]
     sections = {runner.load_grid(REPO_ROOT / "configs" / "minibench" / g)["section"] for g in runner.ALL_GRIDS}
     assert sections == {"main", "split", "batch4", "equal_compute", "converge"}
     with pytest.raises(SystemExit, match="leave out --grid"):
         runner.run_all(args, ["--all", "--grid", "x.yaml"])
+    calls.clear()  # a grid stopped by the time limit stops --all there, with its exit code
+    monkeypatch.setattr(runner, "main", lambda argv: calls.append(argv) or runner.EXIT_TIME_LIMIT, raising=True)
+    assert runner.run_all(args, ["--all", "--stop-after", "1"]) == runner.EXIT_TIME_LIMIT and len(calls) == 1
 
 
 def test_every_committed_archived_cell_is_complete_and_its_scores_match_their_checksums():
