@@ -293,6 +293,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     minibench_cells.CHECKPOINT_EVERY = args.checkpoint_every
     minibench_cells.DEADLINE = args.deadline
+    if args.deadline is not None:
+        minibench_cells.let_cells_be_interrupted()
     pin_threads(grid.get("threads"), grid_name)
     todo = [(k, seed, name) for k, (seed, name) in enumerate(cells, start=1)
             if not (args.no_train and store.source(name, seed) is None)]

@@ -78,6 +78,18 @@ class TimeLimitReached(RuntimeError):
     """The grid's ``--stop-after`` time is up; cells not finished resume from their checkpoints next time."""
 
 
+def let_cells_be_interrupted() -> None:
+    """Make the ``dpda train`` subprocesses started from now on stop at SIGINT (``KeyboardInterrupt``).
+
+    A command started in the background by a non-interactive shell (``cmd &``) ignores SIGINT, and so
+    would every process it starts: the grid's time limit could then only kill its cells. A Python
+    handler instead of the ignore disposition becomes the default at ``exec``, so the cells take SIGINT
+    again. Call from the main thread.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def wait_or_interrupt(proc: "subprocess.Popen[Any]", deadline: Optional[float], grace_s: float = 60.0) -> bool:
     """Wait for ``proc``; at ``deadline`` (``time.time()``) send it SIGINT (``dpda train`` exits with code 130 and
     keeps its last checkpoint) and kill it if it is still running ``grace_s`` seconds later. Returns whether it

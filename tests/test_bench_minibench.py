@@ -421,3 +421,21 @@ def test_a_grid_past_its_time_limit_starts_no_cell_and_says_so(tmp_path, capsys,
     assert "2/4 cells finished, 2 left" in said and "the same command continues" in said
     with pytest.raises(SystemExit):
         runner.main(["--grid", str(grid), "--stop-after", "0"])
+
+
+def test_cells_of_a_grid_started_in_the_background_still_take_sigint():
+    """A shell's ``cmd &`` ignores SIGINT in cmd and in what it starts; the time limit needs the cells to take it."""
+    import subprocess
+    import sys
+
+    child = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    script = ("import signal, subprocess, sys\n"
+              "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+              f"sys.path.insert(0, {str(REPO_ROOT / 'bench')!r})\n"
+              "import minibench_cells\n"
+              f"before = subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True).stdout\n"
+              "minibench_cells.let_cells_be_interrupted()\n"
+              f"after = subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True).stdout\n"
+              "print(before.strip(), after.strip())")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
