@@ -40,7 +40,9 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": 
 
 
 def log(msg: str) -> None:
-    print(msg, flush=True)
+    """One line to stdout, written whole (cells running side by side log from their threads)."""
+    sys.stdout.write(msg + "\n")
+    sys.stdout.flush()
 
 
 # ----------------------------------------------------------------------------- one cell
