@@ -419,6 +419,18 @@ def test_a_grid_past_its_time_limit_starts_no_cell_and_says_so(tmp_path, capsys,
     assert code == runner.EXIT_TIME_LIMIT == 3
     assert "dual seed 2: not started, the time limit is reached" in said
     assert "2/4 cells finished, 2 left" in said and "the same command continues" in said
+    # a cell trained to the end (by a run whose runner was stopped) is still scored and archived after the limit
+    trained = out / "dual" / "seed2"
+    trained.mkdir(parents=True)
+    for f in ("summary.json", "model.pt"):
+        (trained / f).write_text("{}")
+    scored = []
+    monkeypatch.setattr(runner.minibench_cells, "train_cell", lambda *a: None)  # returns at once for a trained run
+    monkeypatch.setattr(runner.minibench_cells, "score_cell", lambda run_dir, mb: scored.append(run_dir) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        runner.main(["--minibench", str(mb), "--out", str(out), "--grid", str(grid), "--archive", "-",
+                     "--report", "-", "--deadline", "1.0"])
+    assert scored == [trained]
     with pytest.raises(SystemExit):
         runner.main(["--grid", str(grid), "--stop-after", "0"])
 
