@@ -165,8 +165,13 @@ def in_order(fn: Any, tasks: Sequence[tuple], jobs: int = 1) -> List[Any]:
     return [f.result() for f in futures]
 
 
+def is_trained(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` was trained to the end (its summary and final model are written)."""
+    return (run_dir / "summary.json").exists() and (run_dir / "model.pt").exists()
+
+
 def train_cell(cfg_path: Path, run_dir: Path) -> None:
-    if (run_dir / "summary.json").exists() and (run_dir / "model.pt").exists():
+    if is_trained(run_dir):
         return
     cmd = [sys.executable, "-m", "dpda", "train", "--no-progress", "--checkpoint-every", str(CHECKPOINT_EVERY)]
     if (run_dir / "checkpoints" / "last.pt").exists():
@@ -179,9 +184,10 @@ def train_cell(cfg_path: Path, run_dir: Path) -> None:
     with open(run_dir.parent / f"{run_dir.name}.log", "a") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         interrupted = wait_or_interrupt(proc, DEADLINE)
-    _add_wall(run_dir, "train", time.time() - t0)
+    spent = time.time() - t0
+    _add_wall(run_dir, "train", spent)
     if interrupted:
-        raise TimeLimitReached(f"{run_dir}: training stopped at the time limit after {time.time() - t0:.0f} s; "
+        raise TimeLimitReached(f"{run_dir}: training stopped at the time limit after {spent:.0f} s; "
                                f"it resumes from its last checkpoint")
     if proc.returncode != 0:
         raise SystemExit(f"training failed (exit {proc.returncode}); see {run_dir.parent / (run_dir.name + '.log')}")
@@ -258,8 +264,7 @@ def run_cell(grid_name: str, method: Dict[str, Any], seed: int, base: Dict[str, 
         log(f"[{grid_name}] {name} seed {seed}: finished earlier, skipped")
         archive_cell(store, name, seed, cfg, minibench)
         return store.result(name, seed)
-    trained = (run_dir / "summary.json").exists() and (run_dir / "model.pt").exists()
-    if DEADLINE is not None and time.time() >= DEADLINE and not trained:  # a trained cell is only scored (minutes)
+    if DEADLINE is not None and time.time() >= DEADLINE and not is_trained(run_dir):  # a trained cell is only scored
         raise TimeLimitReached(f"{name} seed {seed}: not started, the time limit is reached")
     log(f"[{grid_name}] {name} seed {seed}: training")
     cell_dir.mkdir(parents=True, exist_ok=True)

@@ -201,8 +201,16 @@ def t_interval(diffs: Sequence[float], level: float) -> Optional[Tuple[float, fl
     return m - half, m + half
 
 
+def _power_quantile(level: float, power: float, dof: Optional[int] = None) -> float:
+    """``q`` of the power condition ``q * SE <= delta`` of a two-sided test at ``1 - level`` with ``power``:
+    normal quantiles, or Student-t quantiles with ``dof`` degrees of freedom."""
+    if dof is None:
+        return NormalDist().inv_cdf(0.5 + level / 2.0) + NormalDist().inv_cdf(power)
+    return _t_quantile(0.5 + level / 2.0, dof) + _t_quantile(power, dof)
+
+
 def trials_factor_needed(seed_sd: Optional[float], trial_se: float, delta: float, n_seeds: Optional[int] = None,
-                    level: float = 0.95, power: float = 0.8) -> Optional[float]:
+                         level: float = 0.95, power: float = 0.8) -> Optional[float]:
     """How many times larger the test set must be for ``delta`` to be detectable.
 
     Assumes the test set's sampling error of the paired difference shrinks as ``1 / sqrt(trials)``
@@ -215,14 +223,13 @@ def trials_factor_needed(seed_sd: Optional[float], trial_se: float, delta: float
     if delta <= 0:
         raise ValueError(f"delta must be > 0, got {delta!r}")
     if n_seeds is None:
-        q, seed_var = NormalDist().inv_cdf(0.5 + level / 2.0) + NormalDist().inv_cdf(power), 0.0
+        q, seed_var = _power_quantile(level, power), 0.0
     else:
         if n_seeds < 2:
             raise ValueError(f"n_seeds must be >= 2, got {n_seeds!r}")
         if seed_sd is None or not math.isfinite(seed_sd):
             return None
-        q = _t_quantile(0.5 + level / 2.0, n_seeds - 1) + _t_quantile(power, n_seeds - 1)
-        seed_var = seed_sd ** 2 / n_seeds
+        q, seed_var = _power_quantile(level, power, n_seeds - 1), seed_sd ** 2 / n_seeds
     room = (delta / q) ** 2 - seed_var  # the variance the test set may still have
     if room <= 0:
         return None
@@ -247,8 +254,7 @@ def seeds_needed(seed_sd: Optional[float], trial_se: float, delta: float, level:
         raise ValueError(f"delta must be > 0, got {delta!r}")
     if seed_sd is None or not math.isfinite(seed_sd):
         return None, "the seed-to-seed spread is unknown (one seed)"
-    z = NormalDist().inv_cdf(0.5 + level / 2.0) + NormalDist().inv_cdf(power)
-    if z * trial_se >= delta:
+    if _power_quantile(level, power) * trial_se >= delta:
         unlimited = trials_factor_needed(seed_sd, trial_se, delta, None, level, power)
         planned = trials_factor_needed(seed_sd, trial_se, delta, seeds_planned, level, power)
         with_planned = (f"with {seeds_planned} seeds, about {planned:.1f}x larger" if planned is not None else
@@ -257,8 +263,7 @@ def seeds_needed(seed_sd: Optional[float], trial_se: float, delta: float, level:
                       f"is too large for a {delta:.2f}-point difference; a larger test set is needed (at least "
                       f"{unlimited:.1f}x as many trials even with unlimited seeds; {with_planned})")
     for n in range(2, max_seeds + 1):
-        q = _t_quantile(0.5 + level / 2.0, n - 1) + _t_quantile(power, n - 1)
-        if q * math.sqrt(seed_sd ** 2 / n + trial_se ** 2) <= delta:
+        if _power_quantile(level, power, n - 1) * math.sqrt(seed_sd ** 2 / n + trial_se ** 2) <= delta:
             return n, f"{n} seeds per method"
     return None, f"more than {max_seeds} seeds"
 
