@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from dpda.train import DualPathEngine
+from dpda.train.ranks import join_process_group, leave_process_group
 from tests.train.test_engine import TinyNet
 
 STEPS = 3
@@ -35,7 +38,7 @@ def train(model, batches, rank=0, world=1, one_pass=None):
 
 
 def worker(rank: int, world: int, init_file: str, out_file: str, one_pass=None) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    join_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(100 + rank)  # different initial weights: the engine broadcasts rank 0's
         model = TinyNet(batchnorm=False)
@@ -46,11 +49,11 @@ def worker(rank: int, world: int, init_file: str, out_file: str, one_pass=None) 
         assert engine.one_pass_fallback is None
         if rank == 0:
             torch.save({"model": model.state_dict(), "rho": engine.aligner.state_dict()["rho"]}, out_file)
-        # leave together: a rank that tears gloo down while rank 0 still writes can abort the other
-        # ("terminate called without an active exception"), as dpda train's ranks do before exiting
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        leave_process_group(barrier=False)
+        raise
+    # a group that outlives this (held by something) makes 1 exit in 40-150 abort: SIGABRT while exiting
+    assert leave_process_group(), f"rank {rank}: the process group outlived destroy_process_group"
 
 
 @pytest.mark.slow
@@ -67,3 +70,21 @@ def test_two_process_gloo_equals_single_process(tmp_path, one_pass):
     for name, value in model.state_dict().items():
         torch.testing.assert_close(result["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
     torch.testing.assert_close(result["rho"], engine.aligner.state_dict()["rho"], rtol=1e-5, atol=1e-6)
+
+
+LEAVE_AFTER_AN_OPTIMIZER = """
+import sys, torch
+from dpda.train.ranks import join_process_group, leave_process_group
+join_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1)  # first optimizer: imports torch._dynamo
+print(leave_process_group())
+"""
+
+
+def test_the_group_is_freed_when_left_after_the_first_optimizer(tmp_path):
+    """In a fresh interpreter (where nothing imported torch._dynamo before the group existed): the group
+    is freed, so no gloo thread is left to abort the exit. Without join_process_group's imports it is not."""
+    proc = subprocess.run([sys.executable, "-c", LEAVE_AFTER_AN_OPTIMIZER, str(tmp_path / "init")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["True"], proc.stdout + proc.stderr[-3000:]

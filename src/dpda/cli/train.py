@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from dpda import allocator
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dpda.config import load_config
     from dpda.train.config import RunConfig, check_buildable, validate
+    from dpda.train.ranks import join_process_group, leave_process_group
     from dpda.train.trainer import Trainer, new_run_dir
 
     if args.resume:
@@ -92,22 +94,24 @@ def run(args: argparse.Namespace) -> int:
 
         if placement.device.type == "cuda":
             torch.cuda.set_device(placement.device)
-        dist.init_process_group(placement.backend)
+        join_process_group(placement.backend)
     if not args.resume:
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg)
         if (run_dir / "checkpoints" / "last.pt").exists():
             raise DpdaError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir")
+    finished = False
     try:
         trainer = Trainer(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress,
                           checkpoint_every=args.checkpoint_every)
         summary = trainer.fit()
-        if dist.is_initialized():
-            # Rank 0 averages, validates and writes the final model after the other ranks are done;
-            # leaving together keeps gloo from tearing down a connection its peer still holds.
-            dist.barrier()
+        finished = True
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        # after a finished run the ranks leave together (rank 0 averages, validates and writes the
+        # final model after the others are done); after an error each leaves on its own
+        freed = leave_process_group(barrier=finished) if dist.is_initialized() else True
+        if finished and not freed:
+            print("warning: the process group outlived destroy_process_group (something still holds it); "
+                  "this process may abort while exiting, after its work is saved", file=sys.stderr)
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
     return 0

@@ -10,11 +10,44 @@ is a no-op.
 
 from __future__ import annotations
 
-from typing import Tuple
+import weakref
+from typing import Any, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+
+def join_process_group(backend: str, **init_kwargs: Any) -> None:
+    """``torch.distributed.init_process_group(backend, **init_kwargs)``, after importing what would hold the group.
+
+    ``torch.distributed.nn`` binds ``group.WORLD`` as a default argument of its
+    functions when it is first imported, and the first optimizer imports it (through
+    ``torch._dynamo``). Imported after the group exists, it keeps the group alive past
+    ``destroy_process_group``: gloo's worker threads then outlive the script and free
+    their last collective's tensors while the interpreter shuts down, which aborts the
+    process (SIGABRT, "terminate called without an active exception"; 1 exit in 40-150
+    here, i.e. a torchrun job reported failed after it finished). Imported before,
+    the default is ``None`` and :func:`leave_process_group` frees the group.
+    """
+    import torch._dynamo  # noqa: F401  (imports torch.distributed.nn)
+    import torch.distributed.nn  # noqa: F401
+
+    dist.init_process_group(backend, **init_kwargs)
+
+
+def leave_process_group(barrier: bool = True) -> bool:
+    """Destroy the default process group; True if that freed it (its threads joined, nothing left to abort).
+
+    ``barrier``: wait for the other ranks first (after a finished run; not after an
+    error, when they may never arrive), so no rank tears down a connection its peer
+    still uses.
+    """
+    group = weakref.ref(dist.group.WORLD)
+    if barrier:
+        dist.barrier()
+    dist.destroy_process_group()
+    return group() is None
 
 
 def rank_and_world() -> Tuple[int, int]:
@@ -59,4 +92,5 @@ def ranks_agree(model: nn.Module) -> bool:
     return all(bool(torch.equal(g, gathered[0])) for g in gathered)
 
 
-__all__ = ["average_over_ranks", "broadcast_from_rank0", "rank_and_world", "ranks_agree"]
+__all__ = ["average_over_ranks", "broadcast_from_rank0", "join_process_group", "leave_process_group", "rank_and_world",
+           "ranks_agree"]
