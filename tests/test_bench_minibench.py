@@ -389,9 +389,13 @@ def test_a_time_limit_interrupts_a_subprocess_and_spares_one_that_ends_before_it
     cells = runner.minibench_cells
     quick = subprocess.Popen([sys.executable, "-c", "pass"])
     assert cells.wait_or_interrupt(quick, time.time() + 60) is False and quick.returncode == 0
-    # the child says when it is ready, so the SIGINT reaches Python's handler (KeyboardInterrupt), not startup
-    slow = subprocess.Popen([sys.executable, "-c", "import sys, time\nprint('up', flush=True)\ntry:\n"
-                             "    time.sleep(60)\nexcept KeyboardInterrupt:\n    sys.exit(130)"],
+    # the child says when it is ready, so the SIGINT reaches Python's handler (KeyboardInterrupt), not startup;
+    # it installs that handler itself: a test process started by a shell's ``cmd &`` ignores SIGINT, and its
+    # children inherit that (the grid's own answer to it, let_cells_be_interrupted, has its own test below)
+    slow = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
+                             "signal.signal(signal.SIGINT, signal.default_int_handler)\ntry:\n"
+                             "    print('up', flush=True)\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
+                             "    sys.exit(130)"],
                             stdout=subprocess.PIPE, text=True)
     assert slow.stdout.readline().strip() == "up"
     t0 = time.time()
