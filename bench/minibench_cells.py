@@ -93,9 +93,9 @@ def let_cells_be_interrupted() -> None:
 
 
 def wait_or_interrupt(proc: "subprocess.Popen[Any]", deadline: Optional[float], grace_s: float = 60.0) -> bool:
-    """Wait for ``proc``; at ``deadline`` (``time.time()``) send it SIGINT (``dpda train`` exits with code 130 and
-    keeps its last checkpoint) and kill it if it is still running ``grace_s`` seconds later. Returns whether it
-    was interrupted (a process that ends by itself before the deadline was not)."""
+    """Wait for ``proc``; at ``deadline`` (``time.time()``) send it SIGINT (``dpda train`` finishes its step,
+    writes a checkpoint there and exits with code 130) and kill it if it is still running ``grace_s`` seconds
+    later. Returns whether it was interrupted (a process that ends by itself before the deadline was not)."""
     if deadline is None:
         proc.wait()
         return False

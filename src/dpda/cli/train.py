@@ -24,7 +24,9 @@ only (the classic RawBoost recipe), 'dual' on both paths with the mean loss
 
 Every run directory holds the resolved config.yaml, env.json, metrics.jsonl,
 checkpoints/, plots/ and, at the end, model.pt (usable by dpda score/detect).
-A run killed at any point continues with --resume RUN_DIR and ends with the
+Ctrl-C or SIGTERM stops a run after the current step with a checkpoint at that
+step (exit code 130); a second one stops at once. A run stopped or killed at
+any point continues with --resume RUN_DIR and ends with the
 same weights as an uninterrupted one (on the same kind of device; --resume RUN_DIR
 --set device=cpu continues a GPU run on the CPU, with reseeded augmentation).
 

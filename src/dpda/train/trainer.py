@@ -27,7 +27,9 @@ augmentation generator), the position in the epoch's data order and the
 epoch's running statistics are restored from ``last.pt``, and
 ``metrics.jsonl`` is cut back to what it held at that checkpoint, so a resumed
 run ends with the same weights as an uninterrupted one (given the same
-hardware and thread settings).
+hardware and thread settings). SIGINT / SIGTERM during the epochs stop the run
+after the current step with ``last.pt`` written at that step
+(:mod:`dpda.train.interrupt`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from dpda.train.config import RunConfig
 from dpda.train.data import EpochSampler, EvalSet, eval_loader, train_loader
 from dpda.train.engine import StepOutput, model_logits, weighted_cross_entropy
 from dpda.train.finalize import DevResult, finish_run, finished_summary
+from dpda.train.interrupt import StopRequest, TrainingInterrupted, interrupted_message
 from dpda.train.ranks import rank_and_world
 from dpda.train.run_log import EpochStats, RunLog, epoch_message, step_record
 from dpda.train.steps import build_step
@@ -114,6 +117,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.train.optimizer, [p for p in self.model.parameters() if p.requires_grad])
         self.scheduler = build_scheduler(cfg.train, self.optimizer)
         self.augment = DeviceAugment(cfg, self.device, self.rank)
+        self.stop = StopRequest(self.device, self.world, announce=self.is_main)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> Dict[str, Any]:
@@ -134,12 +138,15 @@ class Trainer:
             self.log.write_run_files(cfg, self.device, self.world)
         self.log.open_tensorboard(purge_step=global_step + 1 if self.resume else None)
         stopped_early = False
-        for e in range(epoch, cfg.train.epochs):
-            if self.history and 0 < cfg.train.patience <= self.bad_epochs:
-                stopped_early = True
-                break
-            start = batch if e == epoch else 0
-            global_step = self._train_epoch(e, start, global_step, stats if start else EpochStats())
+        with self.stop:  # SIGINT / SIGTERM: stop after the current step, with last.pt written there
+            for e in range(epoch, cfg.train.epochs):
+                if self.history and 0 < cfg.train.patience <= self.bad_epochs:
+                    stopped_early = True
+                    break
+                start = batch if e == epoch else 0
+                global_step = self._train_epoch(e, start, global_step, stats if start else EpochStats())
+                if self.stop.requested():  # arrived during validation: last.pt of the epoch end is written
+                    self._interrupt(e + 1, 0, None, global_step, None)
         summary = finish_run(cfg, self.run_dir, model=self.model, history=self.history, checkpointer=self.checkpointer,
                              stopped_early=stopped_early, world=self.world, device=self.device,
                              validate=self.validate if self.dev_m is not None else None, monitored=self._monitored,
@@ -160,7 +167,17 @@ class Trainer:
         self.model.train()
         batch = sampler.start_batch
         t_epoch = time.time()
-        for x, x_aug, y in loader:
+        batches = iter(loader)
+        while True:
+            try:
+                x, x_aug, y = next(batches)
+            except StopIteration:
+                break
+            except RuntimeError:  # a loader worker stopped by the same Ctrl-C (sent to the process group)
+                if not self.stop.received:
+                    raise
+                progress.close()
+                self._interrupt(epoch, batch, sampler.num_batches, global_step, stats)
             t0 = time.time()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             xa = x_aug.to(self.device, non_blocking=True) if x_aug.numel() else None
@@ -175,16 +192,38 @@ class Trainer:
             if global_step % max(cfg.train.log_every, 1) == 0:
                 self.log.record(step_record(epoch, batch, global_step, out, self._lr(), samples, dt))
             progress.update()
-            if self.checkpoint_every and global_step % self.checkpoint_every == 0 and batch < sampler.num_batches:
+            saved = self.checkpoint_every and global_step % self.checkpoint_every == 0 and batch < sampler.num_batches
+            if saved:
                 self.checkpointer.save_last(self._full_state(epoch, batch, global_step, stats))
             if self.stop_after_steps is not None and global_step >= self.stop_after_steps:
                 raise SimulatedCrash(f"stopped after {global_step} steps")
+            if self.stop.requested():
+                progress.close()
+                self._interrupt(epoch, batch, sampler.num_batches, global_step, None if saved else stats)
         progress.close()
         self._end_epoch(epoch, stats, time.time() - t_epoch)
         if self.scheduler is not None:
             self.scheduler.step()
         self.checkpointer.save_last(self._full_state(epoch + 1, 0, global_step, EpochStats()))
         return global_step
+
+    def _interrupt(self, epoch: int, batch: int, num_batches: Optional[int], global_step: int,
+                   stats: Optional[EpochStats]) -> None:
+        """Write ``last.pt`` at this step boundary (unless ``stats`` is None: already written) and stop.
+
+        ``epoch`` is 0-based, ``batch`` the batches of it done (``num_batches`` None: at an epoch end).
+        Raises :class:`TrainingInterrupted`.
+        """
+        if stats is not None:
+            self.checkpointer.save_last(self._full_state(epoch, batch, global_step, stats))
+        if num_batches is None:
+            where = f"after step {global_step} (end of epoch {epoch})"
+        else:
+            where = f"after step {global_step} (epoch {epoch + 1}, batch {batch} of {num_batches})"
+        message = interrupted_message(self.run_dir, where, self.stop.signal_name)
+        self.log(message)
+        self.log.close()
+        raise TrainingInterrupted(message)
 
     def compute_gradients(self, x: torch.Tensor, x_aug: Optional[torch.Tensor], y: torch.Tensor) -> StepOutput:
         """Augmentation on the device (when ``x_aug`` is None), then the mode's step into ``param.grad``.
