@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path

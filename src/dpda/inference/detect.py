@@ -31,14 +31,13 @@ still scored.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from dpda.audio import load_audio
 from dpda.errors import AudioError, PathLike
-from dpda.inference.errors import ScoringError
 from dpda.inference.rules import SILENCE_PEAK, audio_warnings, decide, decision_threshold
 from dpda.inference.scorer import Scorer
 from dpda.progress import Progress
