@@ -92,6 +92,11 @@ def _fmt(v: Optional[float], spec: str = ".1f", suffix: str = "") -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{spec}}{suffix}"
 
 
+def _p(p: Optional[float]) -> str:
+    """A p-value in a table: 3 decimals, '<0.001' below that."""
+    return "–" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
 def _ci(lo: float, hi: float, spec: str = "+.2f") -> str:
     return f"[{lo:{spec}}, {hi:{spec}}]"
 
@@ -107,22 +112,34 @@ def stats_markdown(stats: Dict[str, Any], labels: Dict[str, str], figures: Optio
     pct = f"{round(100 * some['level'])} %"
     lines = ["", f"### Paired differences against {labels.get(base, base)} (method − baseline, EER points; "
              f"{pct} intervals)", "",
-             "| method | split | per seed | mean | bootstrap CI | relative | seed-t CI | verdict | seeds for ±5 % |",
-             "|---|---|---|---:|---|---|---|---|---:|"]
-    sentences = []
-    for split, entry in splits.items():
-        for name, c in entry["methods"].items():
-            p = c["pooled"]
-            t_ci = _ci(*p["t_ci"]) if p["t_ci"] else "–"
-            verdict = {"better": "**better**", "worse": "**worse**"}.get(p["direction"], "not resolved")
-            lines.append("| " + " | ".join([
-                labels.get(name, name), split, " / ".join(f"{d:+.2f}" for d in p["diff"]), f"{p['mean_diff']:+.2f}",
-                _ci(*p["ci"]), f"{p['rel']:+.1f} % {_ci(*p['rel_ci'], '+.1f')}", t_ci, verdict,
-                str(p["seeds_needed"]) if p["seeds_needed"] is not None else "–"]) + " |")
-            from dpda.evaluation.paired import PairedComparison, power_sentence
+             "| method | split | per seed | mean | bootstrap CI | relative | seed-t CI | seed-t p (Holm) | verdict | "
+             "seeds for ±5 % |",
+             "|---|---|---|---:|---|---|---|---|---|---:|"]
+    from dpda.evaluation.multiplicity import holm_adjust, t_test_p
+    from dpda.evaluation.paired import PairedComparison, power_sentence
 
-            sentences.append(f"* **{labels.get(name, name)}, {split}**: {p['sentence']}. Power: "
-                             f"{power_sentence(PairedComparison(**p))}.")
+    rows = [(split, name, c["pooled"]) for split, entry in splits.items() for name, c in entry["methods"].items()]
+    raw_p = [t_test_p(p["diff"]) for _, _, p in rows]
+    holm_p = holm_adjust(raw_p)
+    family = sum(1 for q in raw_p if q is not None)
+    sentences = []
+    for (split, name, p), q, q_holm in zip(rows, raw_p, holm_p):
+        t_ci = _ci(*p["t_ci"]) if p["t_ci"] else "–"
+        verdict = {"better": "**better**", "worse": "**worse**"}.get(p["direction"], "not resolved")
+        if p["direction"] in ("better", "worse") and q_holm is not None and q_holm >= 0.05:
+            verdict += " (not family-wise)"
+        lines.append("| " + " | ".join([
+            labels.get(name, name), split, " / ".join(f"{d:+.2f}" for d in p["diff"]), f"{p['mean_diff']:+.2f}",
+            _ci(*p["ci"]), f"{p['rel']:+.1f} % {_ci(*p['rel_ci'], '+.1f')}", t_ci,
+            "–" if q is None else f"{_p(q)} ({_p(q_holm)})", verdict,
+            str(p["seeds_needed"]) if p["seeds_needed"] is not None else "–"]) + " |")
+        family_note = ""
+        if p["direction"] in ("better", "worse") and q_holm is not None:
+            family_note = (f" Family-wise (Holm over the {family} comparisons of this table): seed-t p {_p(q)}, "
+                           f"adjusted {_p(q_holm)}: " + ("also resolved." if q_holm < 0.05 else
+                                                         "not resolved family-wise, so it may be a chance finding."))
+        sentences.append(f"* **{labels.get(name, name)}, {split}**: {p['sentence']}.{family_note} Power: "
+                         f"{power_sentence(PairedComparison(**p))}.")
     trials = {p["trials"] for e in splits.values() for c in e["methods"].values() for p in [c["pooled"]]}
     lines += ["", f"Per seed: the method's EER minus the baseline's with the same seed, on the same test trials. "
               f"Bootstrap CI: percentile interval of {some['n_boot']} replicates (generator seed "
@@ -130,7 +147,12 @@ def stats_markdown(stats: Dict[str, Any], labels: Dict[str, str], figures: Optio
               "the spoof trials with replacement, separately (the EER is a rank statistic of the two classes), once "
               "for all seeds and both methods, since every run is scored on the same test set. Seed-t CI: Student-t "
               "interval of the per-seed differences (the seed-only view; with few seeds the bootstrap over seeds is "
-              "optimistic). A difference is called better / worse only when both intervals exclude 0. Seeds for "
+              "optimistic). A difference is called better / worse only when both intervals exclude 0. Seed-t p: "
+              "two-sided one-sample t test of the per-seed differences (p < 0.05 exactly when the seed-t CI excludes "
+              f"0); in brackets Holm's adjustment over the {family} comparisons of this table, which keeps the "
+              "chance of any false 'better' / 'worse' in the table at 5 % (unadjusted, it is about "
+              f"{100 * (1 - 0.95 ** family):.0f} % for {family} independent tests); a verdict whose adjusted p is "
+              "0.05 or more is marked 'not family-wise'. Seeds for "
               "±5 %: seeds per method for a two-sided test at 5 % with 80 % power to detect a 5 % relative "
               "difference, from the observed seed-to-seed SD of the paired differences plus the test set's own "
               "sampling error (– : not reachable by adding seeds, or unknown)."]
@@ -157,8 +179,11 @@ def stats_markdown(stats: Dict[str, Any], labels: Dict[str, str], figures: Optio
                 text = f"{q['mean_diff']:+.2f} {_ci(*q['ci'], '+.1f')}"
                 cells.append(f"**{text}**" if q["resolved"] else text)
             lines.append("| " + " | ".join([labels.get(name, name)] + cells) + " |")
+    cells = max((len(entry["attack_spoofs"]) * len(entry["methods"]) for entry in splits.values()), default=0)
     if figures:
-        lines += ["", "Bold: resolved (both intervals exclude 0; the seed-t interval is not shown here).", "",
+        lines += ["", "Bold: resolved (both intervals exclude 0; the seed-t interval is not shown here). Per attack "
+                  f"there is no multiplicity adjustment: with up to {cells} cells per table, about "
+                  f"{0.05 * cells:.1f} bold cells per table are expected by chance alone if no method differed.", "",
                   f"![paired differences with intervals]({figures}/{prefix}paired.png)"]
     return lines
 

@@ -455,3 +455,33 @@ def test_cells_of_a_grid_started_in_the_background_still_take_sigint():
               "print(before.strip(), after.strip())")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True"]
+
+
+def test_the_paired_table_gives_holm_adjusted_p_and_marks_verdicts_that_are_not_family_wise():
+    """Six comparisons: one strong effect, and one resolved at 95 % alone (seed-t p 0.018) that Holm does not
+    keep (second smallest of six: 5 x 0.018 = 0.091)."""
+    from dpda.evaluation.paired import compare_eers
+
+    import minibench_report
+
+    seeds = [1, 2, 3, 4, 5]
+    base = {s: 12.0 for s in seeds}
+    diffs = {("strong", "eval"): [-2.0, -2.1, -1.9, -2.05, -1.95],
+             ("weak", "eval"): [-1.67, -1.33, -0.83, -0.17, -1.83]}
+    noise = [0.9, -1.1, 0.4, -0.6, 0.3]  # p ~ 0.99: no effect
+    splits = {}
+    for split in ("eval", "ood_dev"):
+        methods = {}
+        for name in ("strong", "weak", "none"):
+            d = diffs.get((name, split), noise)
+            c = compare_eers({s: 12.0 + x for s, x in zip(seeds, d)}, base, names=(name, "dual"), n_boot=500)
+            methods[name] = {"pooled": c.as_dict(), "per_attack": {}}
+        splits[split] = {"methods": methods, "attack_spoofs": {}, "n_bona": 0}
+    lines = minibench_report.stats_markdown({"baseline": "dual", "splits": splits}, {}, None)
+    table = "\n".join(lines)
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in lines if line.startswith("| ")}
+    assert "| <0.001 (<0.001) | **better** |" in rows[("strong", "eval")]
+    assert "| 0.018 (0.091) | **better** (not family-wise) |" in rows[("weak", "eval")]
+    assert "not resolved" in rows[("none", "ood_dev")] and "(1.000)" in rows[("none", "ood_dev")]
+    assert "Holm's adjustment over the 6 comparisons of this table" in table and "about 26 % for 6" in table
+    assert "adjusted 0.091: not resolved family-wise" in table and "adjusted <0.001: also resolved" in table
