@@ -126,7 +126,8 @@ def stats_markdown(stats: Dict[str, Any], labels: Dict[str, str], figures: Optio
     for (split, name, p), q, q_holm in zip(rows, raw_p, holm_p):
         t_ci = _ci(*p["t_ci"]) if p["t_ci"] else "–"
         verdict = {"better": "**better**", "worse": "**worse**"}.get(p["direction"], "not resolved")
-        if p["direction"] in ("better", "worse") and q_holm is not None and q_holm >= 0.05:
+        judged_family_wise = p["direction"] in ("better", "worse") and q_holm is not None
+        if judged_family_wise and q_holm >= 0.05:
             verdict += " (not family-wise)"
         lines.append("| " + " | ".join([
             labels.get(name, name), split, " / ".join(f"{d:+.2f}" for d in p["diff"]), f"{p['mean_diff']:+.2f}",
@@ -134,7 +135,7 @@ def stats_markdown(stats: Dict[str, Any], labels: Dict[str, str], figures: Optio
             "–" if q is None else f"{_p(q)} ({_p(q_holm)})", verdict,
             str(p["seeds_needed"]) if p["seeds_needed"] is not None else "–"]) + " |")
         family_note = ""
-        if p["direction"] in ("better", "worse") and q_holm is not None:
+        if judged_family_wise:
             family_note = (f" Family-wise (Holm over the {family} comparisons of this table): seed-t p {_p(q)}, "
                            f"adjusted {_p(q_holm)}: " + ("also resolved." if q_holm < 0.05 else
                                                          "not resolved family-wise, so it may be a chance finding."))
@@ -179,11 +180,12 @@ def stats_markdown(stats: Dict[str, Any], labels: Dict[str, str], figures: Optio
                 text = f"{q['mean_diff']:+.2f} {_ci(*q['ci'], '+.1f')}"
                 cells.append(f"**{text}**" if q["resolved"] else text)
             lines.append("| " + " | ".join([labels.get(name, name)] + cells) + " |")
-    cells = max((len(entry["attack_spoofs"]) * len(entry["methods"]) for entry in splits.values()), default=0)
+    attack_cells = max((len(e["attack_spoofs"]) * len(e["methods"]) for e in splits.values()), default=0)
     if figures:
         lines += ["", "Bold: resolved (both intervals exclude 0; the seed-t interval is not shown here). Per attack "
-                  f"there is no multiplicity adjustment: with up to {cells} cells per table, about "
-                  f"{0.05 * cells:.1f} bold cells per table are expected by chance alone if no method differed.", "",
+                  f"there is no multiplicity adjustment: with up to {attack_cells} cells per table, about "
+                  f"{0.05 * attack_cells:.1f} bold cells per table are expected by chance alone if no method "
+                  "differed.", "",
                   f"![paired differences with intervals]({figures}/{prefix}paired.png)"]
     return lines
 

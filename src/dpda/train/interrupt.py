@@ -91,10 +91,4 @@ class StopRequest:
         return bool(flag.item())
 
 
-def interrupted_message(run_dir: "os.PathLike[str]", where: str, signal_name: Optional[str]) -> str:
-    """The console line of a run stopped at a step boundary (``where``: "after step N (epoch e, batch b of n)")."""
-    resume = f"dpda train --resume {os.fspath(run_dir)}"
-    return f"{signal_name or 'stop'}: checkpoint written {where}; continue with: {resume}"
-
-
-__all__ = ["STOP_SIGNALS", "StopRequest", "TrainingInterrupted", "interrupted_message"]
+__all__ = ["STOP_SIGNALS", "StopRequest", "TrainingInterrupted"]

@@ -54,7 +54,7 @@ from dpda.train.config import RunConfig
 from dpda.train.data import EpochSampler, EvalSet, eval_loader, train_loader
 from dpda.train.engine import StepOutput, model_logits, weighted_cross_entropy
 from dpda.train.finalize import DevResult, finish_run, finished_summary
-from dpda.train.interrupt import StopRequest, TrainingInterrupted, interrupted_message
+from dpda.train.interrupt import StopRequest, TrainingInterrupted
 from dpda.train.ranks import rank_and_world
 from dpda.train.run_log import EpochStats, RunLog, epoch_message, step_record
 from dpda.train.steps import build_step
@@ -220,7 +220,8 @@ class Trainer:
             where = f"after step {global_step} (end of epoch {epoch})"
         else:
             where = f"after step {global_step} (epoch {epoch + 1}, batch {batch} of {num_batches})"
-        message = interrupted_message(self.run_dir, where, self.stop.signal_name)
+        message = (f"{self.stop.signal_name or 'stop'}: checkpoint written {where}; "
+                   f"continue with: dpda train --resume {self.run_dir}")
         self.log(message)
         self.log.close()
         raise TrainingInterrupted(message)
