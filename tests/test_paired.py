@@ -19,10 +19,8 @@ from dpda.evaluation.paired import (
     eer_percent,
     eer_percent_rows,
     power_sentence,
-    seeds_needed,
-    trials_factor_needed,
-    t_interval,
 )
+from dpda.evaluation.power import seeds_needed, t_interval, trials_factor_needed
 from dpda.metrics import compute_eer
 
 
@@ -204,6 +202,15 @@ def test_trials_factor_needed_is_the_growth_that_makes_a_difference_detectable()
     assert trials_factor_needed(None, 0.5, 1.0, n_seeds=8) is None
     with pytest.raises(ValueError, match="n_seeds"):
         trials_factor_needed(1.0, 0.5, 1.0, n_seeds=1)
+
+
+def test_paired_reexports_the_power_statements():
+    import dpda.evaluation.paired as paired
+    import dpda.evaluation.power as power
+
+    for name in power.__all__:
+        assert getattr(paired, name) is getattr(power, name)
+        assert name in paired.__all__
 
 
 def test_loads_without_torch():

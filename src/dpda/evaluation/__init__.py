@@ -6,9 +6,10 @@ strictly with a key, under one of several id forms: see there),
 :mod:`~dpda.evaluation.report` (the metrics report, pooled, per attack and per
 condition); every name is importable from ``dpda.evaluation``. Apart:
 :mod:`~dpda.evaluation.paired` (paired multi-seed comparisons of EERs with
-hierarchical bootstrap intervals; import it as ``dpda.evaluation.paired``) and
-:mod:`~dpda.evaluation.multiplicity` (the seed-level t test's p and Holm's
-adjustment for a table of such comparisons).
+hierarchical bootstrap intervals; import it as ``dpda.evaluation.paired``),
+:mod:`~dpda.evaluation.power` (the seed-level t interval and how many seeds or
+test trials a difference needs) and :mod:`~dpda.evaluation.multiplicity` (the
+seed-level t test's p and Holm's adjustment for a table of such comparisons).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ family-wise error rate at the nominal level without assuming independence:
 a comparison is resolved family-wise when its adjusted p is below 0.05.
 
 :func:`t_test_p` is the p-value that matches the seed-level t interval of
-:func:`dpda.evaluation.paired.t_interval`: the two-sided one-sample Student t
+:func:`dpda.evaluation.power.t_interval`: the two-sided one-sample Student t
 test of the per-seed differences against 0 (the interval at level L excludes
 0 exactly when p < 1 - L).
 """
