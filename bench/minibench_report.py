@@ -88,6 +88,43 @@ def summarize(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]]) ->
     return {"baseline": grid["baseline"], "rows": rows}
 
 
+def stopping_and_eer(rows: Sequence[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """How the number of epochs a run trained goes with its EER, over the runs of all methods.
+
+    Per split: Pearson r over the pooled runs, and within methods (each method's mean epochs and mean EER
+    removed first, so that a method that both trains longer and scores better does not make the
+    association), with the within-method least-squares slope in EER points per epoch. None when fewer than
+    4 runs or when every run trained the same number of epochs (no early stopping acted).
+    """
+    epochs = [float(e) for r in rows for e in r["epochs_run"]]
+    if len(epochs) < 4 or len(set(epochs)) < 2:
+        return None
+    out: Dict[str, Any] = {"runs": len(epochs)}
+    for s in SPLITS:
+        eer = np.array([v for r in rows for v in r[f"{s}_eer"]], dtype=np.float64)
+        x = np.array(epochs, dtype=np.float64)
+        xc = np.concatenate([np.asarray(r["epochs_run"], dtype=np.float64) - np.mean(r["epochs_run"]) for r in rows])
+        yc = np.concatenate([np.asarray(r[f"{s}_eer"], dtype=np.float64) - np.mean(r[f"{s}_eer"]) for r in rows])
+        pooled = float(np.corrcoef(x, eer)[0, 1]) if eer.std() > 0 else math.nan
+        within = float((xc @ yc) / math.sqrt((xc @ xc) * (yc @ yc))) if (xc @ xc) > 0 and (yc @ yc) > 0 else math.nan
+        slope = float((xc @ yc) / (xc @ xc)) if (xc @ xc) > 0 else math.nan
+        out[s] = {"r": pooled, "r_within": within, "slope": slope}
+    return out
+
+
+def stopping_sentence(assoc: Dict[str, Any]) -> str:
+    """The early-stopping paragraph under the training table."""
+    parts = [f"{s} r {_fmt(assoc[s]['r'], '+.2f')} (within methods {_fmt(assoc[s]['r_within'], '+.2f')}, "
+             f"{_fmt(assoc[s]['slope'], '+.2f')} EER points per epoch)" for s in SPLITS]
+    return (f"Epochs trained and EER, over the {assoc['runs']} runs above: Pearson r between the number of epochs a "
+            "run trained (until early stopping or the epoch limit ended it) and its EER: " + "; ".join(parts)
+            + ". 'Within methods' removes each method's mean epochs and mean EER first, and the slope is over those "
+            "centred values. "
+            "Early stopping halts each run at a point set by its seed's noisy dev loss; a clearly non-zero r says "
+            "that part of the seed-to-seed spread above goes with where training stopped (an association, not a "
+            "cause: a run that learns well may also keep lowering its dev loss for longer).")
+
+
 def _fmt(v: Optional[float], spec: str = ".1f", suffix: str = "") -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{spec}}{suffix}"
 
@@ -231,6 +268,9 @@ def markdown(summary: Dict[str, Any], figures: Optional[str], prefix: str = "min
               "path gradients have a negative dot product (mean over seeds; `single` has one path). s / epoch: "
               "training time of an epoch (validation excluded). clips / s: training utterances per second (each is "
               "processed once per path). Total: training + scoring wall time of one run."]
+    assoc = stopping_and_eer(rows)
+    if assoc is not None:
+        lines += ["", stopping_sentence(assoc)]
     if figures:
         lines += ["", f"![conflict rate per epoch]({figures}/{prefix}conflict_rate.png)",
                   f"![dev loss per epoch]({figures}/{prefix}dev_loss.png)",

@@ -485,3 +485,29 @@ def test_the_paired_table_gives_holm_adjusted_p_and_marks_verdicts_that_are_not_
     assert "not resolved" in rows[("none", "ood_dev")] and "(1.000)" in rows[("none", "ood_dev")]
     assert "Holm's adjustment over the 6 comparisons of this table" in table and "about 26 % for 6" in table
     assert "adjusted 0.091: not resolved family-wise" in table and "adjusted <0.001: also resolved" in table
+
+
+def test_epochs_trained_and_eer_within_methods():
+    """The early-stopping paragraph: r within methods removes each method's means (a method that trains
+    longer and scores better does not make it), the slope is EER points per epoch; no paragraph when
+    every run trained the same number of epochs."""
+    import minibench_report
+
+    # within each method EER = offset - 0.5 * epochs exactly; across methods the offsets run the other way
+    rows = [{"epochs_run": [10, 14, 20], "eval_eer": [15.0, 13.0, 10.0], "ood_dev_eer": [20.0, 20.0, 20.0]},
+            {"epochs_run": [30, 32, 40], "eval_eer": [25.0, 24.0, 20.0], "ood_dev_eer": [18.0, 19.0, 17.0]}]
+    assoc = minibench_report.stopping_and_eer(rows)
+    assert assoc["runs"] == 6
+    assert assoc["eval"]["r_within"] == pytest.approx(-1.0) and assoc["eval"]["slope"] == pytest.approx(-0.5)
+    x = np.array([10, 14, 20, 30, 32, 40], dtype=float)
+    assert assoc["eval"]["r"] == pytest.approx(np.corrcoef(x, [15, 13, 10, 25, 24, 20])[0, 1])
+    assert assoc["eval"]["r"] > 0  # pooled, the method offsets reverse the sign
+    # ood_dev: the first method's EER does not vary; the second's centred values are (-4, -2, 6) vs (0, 1, -1)
+    xc = np.array([10 - 44 / 3, 14 - 44 / 3, 20 - 44 / 3, -4.0, -2.0, 6.0])
+    yc = np.array([0.0, 0.0, 0.0, 0.0, 1.0, -1.0])
+    assert assoc["ood_dev"]["slope"] == pytest.approx(xc @ yc / (xc @ xc))
+    assert assoc["ood_dev"]["r_within"] == pytest.approx(np.corrcoef(xc, yc)[0, 1])
+    text = minibench_report.stopping_sentence(assoc)
+    assert "over the 6 runs" in text and "eval r +" in text and "within methods -1.00, -0.50 EER points" in text
+    same = [{"epochs_run": [12, 12], "eval_eer": [10.0, 11.0], "ood_dev_eer": [15.0, 16.0]}]
+    assert minibench_report.stopping_and_eer(same) is None
