@@ -96,19 +96,19 @@ def stopping_and_eer(rows: Sequence[Dict[str, Any]]) -> Optional[Dict[str, Any]]
     association), with the within-method least-squares slope in EER points per epoch. None when fewer than
     4 runs or when every run trained the same number of epochs (no early stopping acted).
     """
-    epochs = [float(e) for r in rows for e in r["epochs_run"]]
-    if len(epochs) < 4 or len(set(epochs)) < 2:
+    def pooled_and_centred(key: str):
+        values = [np.asarray(r[key], dtype=np.float64) for r in rows]
+        return np.concatenate(values), np.concatenate([v - v.mean() for v in values])
+
+    x, xc = pooled_and_centred("epochs_run")
+    if x.size < 4 or np.unique(x).size < 2:
         return None
-    out: Dict[str, Any] = {"runs": len(epochs)}
+    out: Dict[str, Any] = {"runs": int(x.size)}
     for s in SPLITS:
-        eer = np.array([v for r in rows for v in r[f"{s}_eer"]], dtype=np.float64)
-        x = np.array(epochs, dtype=np.float64)
-        xc = np.concatenate([np.asarray(r["epochs_run"], dtype=np.float64) - np.mean(r["epochs_run"]) for r in rows])
-        yc = np.concatenate([np.asarray(r[f"{s}_eer"], dtype=np.float64) - np.mean(r[f"{s}_eer"]) for r in rows])
-        pooled = float(np.corrcoef(x, eer)[0, 1]) if eer.std() > 0 else math.nan
-        within = float((xc @ yc) / math.sqrt((xc @ xc) * (yc @ yc))) if (xc @ xc) > 0 and (yc @ yc) > 0 else math.nan
-        slope = float((xc @ yc) / (xc @ xc)) if (xc @ xc) > 0 else math.nan
-        out[s] = {"r": pooled, "r_within": within, "slope": slope}
+        y, yc = pooled_and_centred(f"{s}_eer")
+        out[s] = {"r": float(np.corrcoef(x, y)[0, 1]) if y.std() > 0 else math.nan,
+                  "r_within": float(np.corrcoef(xc, yc)[0, 1]) if xc.any() and yc.any() else math.nan,
+                  "slope": float((xc @ yc) / (xc @ xc)) if xc.any() else math.nan}
     return out
 
 

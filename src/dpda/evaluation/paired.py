@@ -29,11 +29,12 @@ the relative change of the mean EER with its interval, a Student-t interval of
 the per-seed differences (the seed-only view: with 3 seeds the bootstrap over
 seeds has only 10 distinct draws and is optimistic, the t interval is not),
 and a sentence. A difference is called *resolved* only when both intervals
-exclude zero. ``seeds_needed`` (:mod:`dpda.evaluation.power`) is the power statement: from the observed
-seed-to-seed spread of the paired differences and the test set's own sampling
-error, how many seeds a two-sided test at ``1 - level`` needs for the given
-``power`` to detect a relative difference of ``target_rel`` (5 % by default);
-``None`` with a reason when the test set's sampling error alone is too large.
+exclude zero. ``seeds_needed`` (:mod:`dpda.evaluation.power`) is the power
+statement: from the observed seed-to-seed spread of the paired differences and
+the test set's own sampling error, how many seeds a two-sided test at
+``1 - level`` needs for the given ``power`` to detect a relative difference of
+``target_rel`` (5 % by default); ``None`` with a reason when the test set's
+sampling error alone is too large.
 
 Everything is deterministic given ``seed`` (the bootstrap's random generator):
 the same inputs and seed give the same numbers.
