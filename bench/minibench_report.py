@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from dpda.fileio import atomic_write_text
+from minibench_stopping import (  # noqa: F401  (stopping_* re-exported for callers)
+    best_epochs_paired, best_epochs_sentence, stopping_and_eer, stopping_sentence)
 
 REPO = Path(__file__).resolve().parent.parent
 #: the test splits every cell is scored on
@@ -86,43 +88,6 @@ def summarize(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]]) ->
         row["clips_per_s"] = statistics.fmean(e["clips_per_s"] for r in rs for e in r["per_epoch"])
         rows.append(row)
     return {"baseline": grid["baseline"], "rows": rows}
-
-
-def stopping_and_eer(rows: Sequence[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    """How the number of epochs a run trained goes with its EER, over the runs of all methods.
-
-    Per split: Pearson r over the pooled runs, and within methods (each method's mean epochs and mean EER
-    removed first, so that a method that both trains longer and scores better does not make the
-    association), with the within-method least-squares slope in EER points per epoch. None when fewer than
-    4 runs or when every run trained the same number of epochs (no early stopping acted).
-    """
-    def pooled_and_centred(key: str):
-        values = [np.asarray(r[key], dtype=np.float64) for r in rows]
-        return np.concatenate(values), np.concatenate([v - v.mean() for v in values])
-
-    x, xc = pooled_and_centred("epochs_run")
-    if x.size < 4 or np.unique(x).size < 2:
-        return None
-    out: Dict[str, Any] = {"runs": int(x.size)}
-    for s in SPLITS:
-        y, yc = pooled_and_centred(f"{s}_eer")
-        out[s] = {"r": float(np.corrcoef(x, y)[0, 1]) if y.std() > 0 else math.nan,
-                  "r_within": float(np.corrcoef(xc, yc)[0, 1]) if xc.any() and yc.any() else math.nan,
-                  "slope": float((xc @ yc) / (xc @ xc)) if xc.any() else math.nan}
-    return out
-
-
-def stopping_sentence(assoc: Dict[str, Any]) -> str:
-    """The early-stopping paragraph under the training table."""
-    parts = [f"{s} r {_fmt(assoc[s]['r'], '+.2f')} (within methods {_fmt(assoc[s]['r_within'], '+.2f')}, "
-             f"{_fmt(assoc[s]['slope'], '+.2f')} EER points per epoch)" for s in SPLITS]
-    return (f"Epochs trained and EER, over the {assoc['runs']} runs above: Pearson r between the number of epochs a "
-            "run trained (until early stopping or the epoch limit ended it) and its EER: " + "; ".join(parts)
-            + ". 'Within methods' removes each method's mean epochs and mean EER first, and the slope is over those "
-            "centred values. "
-            "Early stopping halts each run at a point set by its seed's noisy dev loss; a clearly non-zero r says "
-            "that part of the seed-to-seed spread above goes with where training stopped (an association, not a "
-            "cause: a run that learns well may also keep lowering its dev loss for longer).")
 
 
 def _fmt(v: Optional[float], spec: str = ".1f", suffix: str = "") -> str:
@@ -271,6 +236,10 @@ def markdown(summary: Dict[str, Any], figures: Optional[str], prefix: str = "min
     assoc = stopping_and_eer(rows)
     if assoc is not None:
         lines += ["", stopping_sentence(assoc)]
+    labels = {r["method"]: r["label"] for r in rows}
+    epochs = best_epochs_sentence(best_epochs_paired(rows, base), labels.get(base, base))
+    if epochs:
+        lines += ["", epochs]
     if figures:
         lines += ["", f"![conflict rate per epoch]({figures}/{prefix}conflict_rate.png)",
                   f"![dev loss per epoch]({figures}/{prefix}dev_loss.png)",

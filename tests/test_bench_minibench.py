@@ -491,12 +491,12 @@ def test_epochs_trained_and_eer_within_methods():
     """The early-stopping paragraph: r within methods removes each method's means (a method that trains
     longer and scores better does not make it), the slope is EER points per epoch; no paragraph when
     every run trained the same number of epochs."""
-    import minibench_report
+    import minibench_stopping
 
     # within each method EER = offset - 0.5 * epochs exactly; across methods the offsets run the other way
     rows = [{"epochs_run": [10, 14, 20], "eval_eer": [15.0, 13.0, 10.0], "ood_dev_eer": [20.0, 20.0, 20.0]},
             {"epochs_run": [30, 32, 40], "eval_eer": [25.0, 24.0, 20.0], "ood_dev_eer": [18.0, 19.0, 17.0]}]
-    assoc = minibench_report.stopping_and_eer(rows)
+    assoc = minibench_stopping.stopping_and_eer(rows)
     assert assoc["runs"] == 6
     assert assoc["eval"]["r_within"] == pytest.approx(-1.0) and assoc["eval"]["slope"] == pytest.approx(-0.5)
     x = np.array([10, 14, 20, 30, 32, 40], dtype=float)
@@ -507,7 +507,56 @@ def test_epochs_trained_and_eer_within_methods():
     yc = np.array([0.0, 0.0, 0.0, 0.0, 1.0, -1.0])
     assert assoc["ood_dev"]["slope"] == pytest.approx(xc @ yc / (xc @ xc))
     assert assoc["ood_dev"]["r_within"] == pytest.approx(np.corrcoef(xc, yc)[0, 1])
-    text = minibench_report.stopping_sentence(assoc)
+    text = minibench_stopping.stopping_sentence(assoc)
     assert "over the 6 runs" in text and "eval r +" in text and "within methods -1.00, -0.50 EER points" in text
     same = [{"epochs_run": [12, 12], "eval_eer": [10.0, 11.0], "ood_dev_eer": [15.0, 16.0]}]
-    assert minibench_report.stopping_and_eer(same) is None
+    assert minibench_stopping.stopping_and_eer(same) is None
+
+
+def test_best_epochs_paired_by_seed():
+    """Epochs to the best dev loss against the baseline: paired on the common seeds only (order and
+    missing seeds do not misalign), t interval and p over the per-seed differences, a verdict only when
+    the interval excludes 0, and the paragraph under the training table of the report."""
+    import minibench_report
+    import minibench_stopping
+    from dpda.evaluation.power import t_interval
+
+    rows = [{"method": "dual", "label": "dual (no alignment)", "seeds": [1, 2, 3, 4], "best_epoch": [10, 12, 8, 9],
+             "epochs_run": [15, 17, 13, 14], "eval_eer": [10.0, 11.0, 12.0, 13.0], "ood_dev_eer": [15.0] * 4},
+            # seeds in another order and seed 4 missing: the pairs are (1: 6-10), (2: 9-12), (3: 5-8)
+            {"method": "fast", "label": "fast", "seeds": [3, 1, 2], "best_epoch": [5, 6, 9],
+             "epochs_run": [10, 11, 14], "eval_eer": [10.0, 11.0, 12.0], "ood_dev_eer": [15.0] * 3},
+            {"method": "mixed", "label": "mixed", "seeds": [1, 2, 3, 4], "best_epoch": [12, 10, 8, 13],
+             "epochs_run": [17, 15, 13, 18], "eval_eer": [10.0, 11.0, 12.0, 13.0], "ood_dev_eer": [15.0] * 4},
+            {"method": "lonely", "label": "lonely", "seeds": [4, 9], "best_epoch": [3, 3],
+             "epochs_run": [8, 8], "eval_eer": [10.0, 11.0], "ood_dev_eer": [15.0] * 2}]
+    paired = {c["label"]: c for c in minibench_stopping.best_epochs_paired(rows, "dual")}
+    assert set(paired) == {"fast", "mixed"}  # lonely shares one seed with dual
+    fast, mixed = paired["fast"], paired["mixed"]
+    assert fast["seeds"] == [1, 2, 3] and fast["diffs"] == [-4.0, -3.0, -3.0]
+    assert fast["mean"] == pytest.approx(-10 / 3) and fast["ci"] == pytest.approx(t_interval([-4, -3, -3], 0.95))
+    assert fast["ci"][1] < 0 and fast["p"] < 0.05 and (fast["earlier"], fast["same"], fast["later"]) == (3, 0, 0)
+    # three seeds, all earlier: the sign test's smallest two-sided p is 2 / 8, so not resolved
+    assert fast["sign_p"] == pytest.approx(0.25) and fast["verdict"] == "not resolved"
+    assert mixed["diffs"] == [2.0, -2.0, 0.0, 4.0] and (mixed["earlier"], mixed["same"], mixed["later"]) == (1, 1, 2)
+    assert mixed["sign_p"] == pytest.approx(1.0) and mixed["verdict"] == "not resolved"
+    # eight seeds, all three epochs earlier: no spread, the sign test resolves it (p 2 / 256)
+    eight = [{"method": "dual", "label": "dual", "seeds": list(range(8)), "best_epoch": [9] * 8},
+             {"method": "alike", "label": "alike", "seeds": list(range(8)), "best_epoch": [6] * 8}]
+    (alike,) = minibench_stopping.best_epochs_paired(eight, "dual")
+    assert alike["ci"] == (-3.0, -3.0) and alike["sign_p"] == pytest.approx(2 / 256) and alike["verdict"] == "fewer"
+    assert "alike -3.0 (-3.0 on every seed, no spread;" in minibench_stopping.best_epochs_sentence([alike], "dual")
+    assert minibench_stopping.sign_test_p(0, 0) == 1.0
+    assert minibench_stopping.sign_test_p(1, 4) == pytest.approx(2 * (1 + 5) / 32)
+    text = minibench_stopping.best_epochs_sentence(list(paired.values()), "dual (no alignment)")
+    assert "against dual (no alignment)" in text
+    assert "fast -3.3 (t interval" in text
+    assert "earlier on 3, same on 0, later on 0 of 3 seeds, sign test p 0.25; not resolved)" in text
+    assert "mixed +1.0" in text and "later on 2 of 4 seeds, sign test p 1.00; not resolved)" in text
+    assert minibench_stopping.best_epochs_paired(rows[1:], "dual") == []
+    assert minibench_stopping.best_epochs_sentence([], "dual") == ""
+    table = minibench_report.markdown({"baseline": "dual", "rows": [dict(r, **{
+        "eval_mean": 1.0, "eval_std": 0.0, "ood_dev_mean": 1.0, "ood_dev_std": 0.0, "conflict_overall": 1.0,
+        "conflict_first": 1.0, "conflict_last": 1.0, "s_per_epoch": 1.0, "clips_per_s": 1.0, "total_s": 1.0})
+        for r in rows[:2]]}, None)
+    assert "Epochs to the best dev loss against dual (no alignment), paired by seed" in table
