@@ -17,12 +17,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from dpda.fileio import atomic_write_text
-from minibench_stopping import (  # noqa: F401  (stopping_* re-exported for callers)
-    best_epochs_paired, best_epochs_sentence, stopping_and_eer, stopping_sentence)
+from minibench_stopping import (  # noqa: F401  (SPLITS, stopping_* re-exported for callers)
+    SPLITS, _fmt, best_epochs_paired, best_epochs_sentence, stopping_and_eer, stopping_sentence)
 
 REPO = Path(__file__).resolve().parent.parent
-#: the test splits every cell is scored on
-SPLITS = ("eval", "ood_dev")
 BEGIN, END = "<!-- minibench:begin -->", "<!-- minibench:end -->"
 
 
@@ -88,10 +86,6 @@ def summarize(grid: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]]) ->
         row["clips_per_s"] = statistics.fmean(e["clips_per_s"] for r in rs for e in r["per_epoch"])
         rows.append(row)
     return {"baseline": grid["baseline"], "rows": rows}
-
-
-def _fmt(v: Optional[float], spec: str = ".1f", suffix: str = "") -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{spec}}{suffix}"
 
 
 def _p(p: Optional[float]) -> str:

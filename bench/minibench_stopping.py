@@ -21,11 +21,13 @@ import numpy as np
 from dpda.evaluation.multiplicity import t_test_p
 from dpda.evaluation.power import t_interval
 
+#: the test splits every cell is scored on
 SPLITS = ("eval", "ood_dev")
 
 
-def _fmt(v: Optional[float], spec: str) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+def _fmt(v: Optional[float], spec: str = ".1f", suffix: str = "") -> str:
+    """A number for the report's prose and tables; "–" for a missing or NaN value."""
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{spec}}{suffix}"
 
 
 def stopping_and_eer(rows: Sequence[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
