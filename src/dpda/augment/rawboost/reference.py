@@ -41,10 +41,11 @@ same shape and dtype (LnL and SSI return float64; ISD keeps the input dtype,
 e.g. float32 in -> float32 out) with the same operations on the same values.
 The output values equal the original's except in the last bits that NumPy's
 vectorised kernels (``power``, ``exp``, the ``sin``/``cos`` of SciPy's filter
-design) leave to the NumPy build and the CPU: bit for bit where they agree,
-otherwise within 16 ULP of the output's peak -- float64 ULP, or float32 ULP
-for the algorithms with LnL on a float32 input (LnL raises the input to
-powers in its own dtype). This is checked against stored reference outputs
+design) and OpenBLAS's dot kernels leave to the build and the CPU: bit for bit
+where they agree, otherwise within 16 ULP of the output's peak -- float64 ULP,
+or float32 ULP for the algorithms with LnL on a float32 input (LnL raises the
+input to powers in its own dtype) or SSI on it (SSI scales by the input's
+L2 norm, a float32 dot whose summation order is the BLAS kernel's). This is checked against stored reference outputs
 in ``tests/augment/test_rawboost_reference.py``. Unlike the original, this code
 runs on NumPy >= 2.4 (the original converts shape-(1,) arrays with
 ``int()``/``float()``, which NumPy 2.4 rejects); conversions are done with
