@@ -96,8 +96,17 @@ def _git(repo: Path, *args: str) -> Optional[str]:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+#: environment variables that select CPU kernels (recorded in a cell's provenance)
+NUMERICS_ENV = ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", "ATEN_CPU_CAPABILITY")
+
+
 def machine_provenance(repo: Path, recorded: str) -> Dict[str, Any]:
-    """This checkout's commit (and whether src/, bench/ or configs/ differ from it) and this machine's CPU."""
+    """This checkout's commit (and whether src/, bench/ or configs/ differ from it) and this machine's CPU.
+
+    ``numerics_env``: the variables that choose kernels, and so last bits, without changing the code:
+    OpenBLAS's (``OPENBLAS_CORETYPE``, set to Haswell on some AMD EPYC machine images here), NumPy's
+    and ATen's SIMD dispatch."""
+    import numpy
     import torch
 
     status = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", "src", "bench", "configs")
@@ -109,7 +118,9 @@ def machine_provenance(repo: Path, recorded: str) -> Dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
+        "numpy": numpy.__version__,
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
+        "numerics_env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ},
         "platform": platform.platform(),
     }
 

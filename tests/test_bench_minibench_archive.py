@@ -110,7 +110,7 @@ def test_a_cell_is_archived_deterministically_and_small(tmp_path):
     assert cell["result"]["final_dev_eer"] == 3.0  # filled from the summary
     assert [e["epoch"] for e in cell["epochs"]] == [1, 2] and cell["walls"] == {"train": 100.0, "score": 20.0}
     prov = cell["provenance"]["bench"]
-    assert {"commit", "cpu_model", "torch", "cpu_capability"} <= set(prov)
+    assert {"commit", "cpu_model", "torch", "numpy", "cpu_capability", "numerics_env"} <= set(prov)
     assert cell["provenance"]["run_env"]["threads"] == 1
     assert sum(len(b) for b in _tree(first).values()) < 60_000
 
@@ -258,3 +258,13 @@ def test_every_committed_archived_cell_is_complete_and_its_scores_match_their_ch
         summary = json.loads(path.read_text())
         steps = gzip.decompress(path.with_name(f"{path.stem}.steps.jsonl.gz").read_bytes()).decode().splitlines()
         assert summary["name"] == path.stem and len(steps) == summary["steps"]
+
+
+def test_provenance_records_the_variables_that_select_kernels(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.delenv("NPY_DISABLE_CPU_FEATURES", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    prov = archive.machine_provenance(REPO_ROOT, "test")
+    assert prov["numerics_env"].get("OPENBLAS_CORETYPE") == "Haswell"
+    assert "NPY_DISABLE_CPU_FEATURES" not in prov["numerics_env"]
+    assert prov["thread_env"]["OMP_NUM_THREADS"] == "1" and prov["recorded"] == "test"
