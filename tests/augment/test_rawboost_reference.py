@@ -236,7 +236,7 @@ def test_rawboost_object_overrides():
 def test_tolerance_is_a_few_ulp_of_the_peak_in_the_working_precision():
     x32 = np.array([0.25, -0.5], dtype=np.float32)
     ref64 = np.array([0.75, -1.5])  # peak 1.5: float64 ULP 2**-52, float32 ULP 2**-23
-    assert tolerance("algo2", x32, ref64) == ULPS * 2.0**-52  # ISD only: float64 ULP of a float64 output
+    assert tolerance("algo2", x32, ref64) == ULPS * 2.0**-52  # ISD only: in neither set, so the output's dtype
     assert tolerance("SSI", x32, ref64) == ULPS * 2.0**-23  # the norm of the float32 input
     assert tolerance("algo4", x32, ref64) == ULPS * 2.0**-23
     assert tolerance("SSI", x32.astype(np.float64), ref64) == ULPS * 2.0**-52

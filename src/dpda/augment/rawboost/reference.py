@@ -45,8 +45,9 @@ design) and OpenBLAS's dot kernels leave to the build and the CPU: bit for bit
 where they agree, otherwise within 16 ULP of the output's peak -- float64 ULP,
 or float32 ULP for the algorithms with LnL on a float32 input (LnL raises the
 input to powers in its own dtype) or SSI on it (SSI scales by the input's
-L2 norm, a float32 dot whose summation order is the BLAS kernel's). This is checked against stored reference outputs
-in ``tests/augment/test_rawboost_reference.py``. Unlike the original, this code
+L2 norm, a float32 dot whose summation order is the BLAS kernel's). This is
+checked against stored reference outputs in
+``tests/augment/test_rawboost_reference.py``. Unlike the original, this code
 runs on NumPy >= 2.4 (the original converts shape-(1,) arrays with
 ``int()``/``float()``, which NumPy 2.4 rejects); conversions are done with
 ``.item()`` exactly where the original converted, while the filter gain ``G``
